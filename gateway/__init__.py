@@ -1,0 +1,1 @@
+"""The edge: the SMTP intake gateway and the HTTP API."""

@@ -1,0 +1,1 @@
+"""The management and data HTTP API (FastAPI)."""

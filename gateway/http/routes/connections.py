@@ -1,0 +1,109 @@
+"""Connected addresses (§3) and their sync requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.http.deps import ContextDep, PageDep, SessionDep, UserDep
+from shared.services import connections as svc
+
+router = APIRouter(tags=["connections"])
+
+
+class ImapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = Field(default=None, min_length=1, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["ssl", "starttls", "none"] | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(default=None, min_length=1, max_length=4096)
+    folders: list[str] | None = None
+    since: dt.date | None = None
+
+
+class ConnectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    kind: Literal["personal", "team"]
+    user_id: int | None = None
+    inbox_id: int | None = None
+    meetings: bool = False
+    imap: ImapIn | None = None
+
+
+class ConnectionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    imap: ImapIn | None = None
+    meetings: bool | None = None
+
+
+class SyncIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: dt.date | None = None
+
+
+@router.post("/v1/connections", status_code=201)
+def create_connection(body: ConnectionIn, ctx: ContextDep, session: SessionDep, p: UserDep) -> dict:
+    conn = svc.create_connection(
+        session=session,
+        principal=p,
+        box=ctx.box,
+        address=body.address,
+        kind=body.kind,
+        user_id=body.user_id,
+        inbox_id=body.inbox_id,
+        meetings=body.meetings,
+        imap=body.imap.model_dump(exclude_unset=True) if body.imap else None,
+    )
+    return svc.connection_view(session=session, principal=p, conn=conn)
+
+
+@router.get("/v1/connections")
+def list_connections(session: SessionDep, p: UserDep, pg: PageDep) -> dict:
+    conns = svc.list_connections(session=session, principal=p, limit=pg.limit, offset=pg.offset)
+    return {"items": [svc.connection_view(session=session, principal=p, conn=c) for c in conns]}
+
+
+@router.get("/v1/connections/{connection_id}")
+def get_connection(connection_id: int, session: SessionDep, p: UserDep) -> dict:
+    conn = svc.get_connection(session=session, principal=p, connection_id=connection_id)
+    return svc.connection_view(session=session, principal=p, conn=conn)
+
+
+@router.patch("/v1/connections/{connection_id}")
+def patch_connection(
+    connection_id: int, body: ConnectionPatch, ctx: ContextDep, session: SessionDep, p: UserDep
+) -> dict:
+    conn = svc.update_connection(
+        session=session,
+        principal=p,
+        box=ctx.box,
+        connection_id=connection_id,
+        imap=body.imap.model_dump(exclude_unset=True) if body.imap else None,
+        meetings=body.meetings,
+    )
+    return svc.connection_view(session=session, principal=p, conn=conn)
+
+
+@router.delete("/v1/connections/{connection_id}", status_code=204)
+def delete_connection(connection_id: int, session: SessionDep, p: UserDep) -> Response:
+    svc.delete_connection(session=session, principal=p, connection_id=connection_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/connections/{connection_id}/sync", status_code=202)
+def sync_connection(
+    connection_id: int, session: SessionDep, p: UserDep, body: SyncIn | None = None
+) -> dict:
+    since = body.since if body else None
+    conn = svc.request_sync(session=session, principal=p, connection_id=connection_id, since=since)
+    return {
+        "id": conn.id,
+        "status": conn.status,
+        "sync_requested": True,
+        "since": since.isoformat() if since else None,
+    }

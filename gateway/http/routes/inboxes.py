@@ -1,0 +1,86 @@
+"""Team inboxes and their routing rules."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.http.deps import ContextDep, PageDep, SessionDep, UserDep
+from gateway.http.views import inbox_view
+from shared.rules.schema import Rule
+from shared.services import inboxes as svc
+
+router = APIRouter(tags=["inboxes"])
+
+
+class InboxIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    sender_name: str | None = Field(default=None, max_length=200)
+    member_ids: list[int] = Field(default_factory=list)
+
+
+class InboxPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    sender_name: str | None = Field(default=None, max_length=200)
+    member_ids: list[int] | None = None
+
+
+class RulesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[Rule] = Field(max_length=500)
+
+
+def rules_view(rules: list[Rule]) -> dict:
+    return {"items": [r.model_dump(exclude_none=True) for r in rules]}
+
+
+@router.post("/v1/inboxes", status_code=201)
+def create_inbox(body: InboxIn, ctx: ContextDep, session: SessionDep, p: UserDep) -> dict:
+    inbox = svc.create_inbox(
+        session=session,
+        principal=p,
+        name=body.name,
+        sender_name=body.sender_name,
+        member_ids_=body.member_ids,
+    )
+    return inbox_view(session, inbox, ctx.settings.logging_domain)
+
+
+@router.get("/v1/inboxes")
+def list_inboxes(ctx: ContextDep, session: SessionDep, p: UserDep, pg: PageDep) -> dict:
+    inboxes = svc.list_inboxes(session=session, principal=p, limit=pg.limit, offset=pg.offset)
+    return {"items": [inbox_view(session, i, ctx.settings.logging_domain) for i in inboxes]}
+
+
+@router.get("/v1/inboxes/{inbox_id}")
+def get_inbox(inbox_id: int, ctx: ContextDep, session: SessionDep, p: UserDep) -> dict:
+    inbox = svc.get_inbox(session=session, principal=p, inbox_id=inbox_id)
+    return inbox_view(session, inbox, ctx.settings.logging_domain)
+
+
+@router.patch("/v1/inboxes/{inbox_id}")
+def patch_inbox(
+    inbox_id: int, body: InboxPatch, ctx: ContextDep, session: SessionDep, p: UserDep
+) -> dict:
+    inbox = svc.update_inbox(
+        session=session,
+        principal=p,
+        inbox_id=inbox_id,
+        fields={k: getattr(body, k) for k in body.model_fields_set},
+    )
+    return inbox_view(session, inbox, ctx.settings.logging_domain)
+
+
+@router.get("/v1/inboxes/{inbox_id}/rules")
+def get_rules(inbox_id: int, session: SessionDep, p: UserDep) -> dict:
+    inbox = svc.get_inbox(session=session, principal=p, inbox_id=inbox_id)
+    return rules_view(svc.get_rules(session=session, inbox_id=inbox.id))
+
+
+@router.put("/v1/inboxes/{inbox_id}/rules")
+def put_rules(inbox_id: int, body: RulesIn, session: SessionDep, p: UserDep) -> dict:
+    return rules_view(
+        svc.replace_rules(session=session, principal=p, inbox_id=inbox_id, rules=body.items)
+    )

@@ -1,0 +1,67 @@
+"""JSON shapes of §7 for the objects the API returns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shared.db.models import Account, Company, Contact, TeamInbox, User
+from shared.services.accounts import intake_address, settings_of
+from shared.services.inboxes import member_ids
+
+
+def iso(dt: datetime | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (§7 exact spelling)."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def account_view(account: Account, logging_domain: str) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "bcc_address": intake_address(account.bcc_token, logging_domain),
+        "forward_address": intake_address(account.forward_token, logging_domain),
+        "settings": settings_of(account).model_dump(),
+    }
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "active": user.active,
+    }
+
+
+def defaults_view(user: User) -> dict[str, Any]:
+    return {"log": user.default_log, "track": user.default_track, "never_log": user.never_log}
+
+
+def inbox_view(session: Session, inbox: TeamInbox, logging_domain: str) -> dict[str, Any]:
+    return {
+        "id": inbox.id,
+        "name": inbox.name,
+        "sender_name": inbox.sender_name,
+        "member_ids": member_ids(session=session, inbox_id=inbox.id),
+        "forward_address": intake_address(inbox.forward_token, logging_domain),
+    }
+
+
+def contact_view(contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "email": contact.email,
+        "name": contact.name,
+        "owner_id": contact.owner_id,
+        "company_id": contact.company_id,
+    }
+
+
+def company_view(company: Company) -> dict[str, Any]:
+    return {"id": company.id, "domain": company.domain, "name": company.name}

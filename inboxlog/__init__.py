@@ -1,0 +1,1 @@
+"""The composition root: the ``inboxlog`` command wires shared, gateway and worker together."""

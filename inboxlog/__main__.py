@@ -1,0 +1,3 @@
+from inboxlog.cli import main
+
+main()

@@ -1,0 +1,13 @@
+"""Wires the runtime into the HTTP app (the API never builds its own settings)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.http.app import create_app
+from gateway.http.context import ApiContext
+from inboxlog.runtime import Runtime
+
+
+def build_app(rt: Runtime) -> FastAPI:
+    return create_app(ApiContext(settings=rt.settings, sessions=rt.sessions, box=rt.box))

@@ -1,0 +1,115 @@
+"""The one typed settings object, built in entry points from the environment and ``.env``.
+
+Embedded mode (the SQLite default) needs nothing installed: the Fernet key for secrets at rest is
+generated once into a 0600 file in the working directory and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = ".inboxlog-secret-key"
+ADMIN_TOKEN_FILE = ".inboxlog-admin-token"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used as given (raised at start-up, before any work)."""
+
+
+class Settings(BaseSettings):
+    """Every knob of §7, each with its documented default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INBOXLOG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where everything durable lives; SQLite is the embedded default, PostgreSQL in production.
+    database_url: str = "sqlite:///./inboxlog.db"
+    # Celery broker; empty means the embedded broker (a SQLite file next to the database).
+    broker_url: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    http_host: str = "127.0.0.1"
+    http_port: int = 8025
+    # Domain of the per-account intake addresses (bcc_address, forward_address).
+    logging_domain: str = "log.localhost"
+    # Operator token for /v1/accounts and ops; `inboxlog run` generates one into a file when unset.
+    admin_token: str = ""
+    # Fernet key for IMAP passwords at rest; required on PostgreSQL.
+    secret_key: str = ""
+    max_message_bytes: int = 26_214_400
+    smtp_max_recipients: int = 100
+    smtp_rate_per_minute: int = 600
+    poll_seconds: int = 60
+    sweep_after_seconds: int = 60
+    # PEM certificate and key enabling STARTTLS on the SMTP gateway.
+    smtp_tls_cert: str = ""
+    smtp_tls_key: str = ""
+    # Drop SMTP clients idle for this long.
+    smtp_idle_timeout: float = 60.0
+    # "json" for one JSON object per log line, else plain text.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Working directory for generated files (secret key, admin token, embedded broker).
+    data_dir: Path = Field(default_factory=lambda: Path.cwd())
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker to use: the configured one, or the embedded SQLite-backed broker."""
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'inboxlog-broker.db').resolve()}"
+
+
+def _read_or_create_secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, then resolve the embedded-mode secret key."""
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not settings.secret_key:
+        if not settings.is_embedded:
+            raise ConfigError(
+                "INBOXLOG_SECRET_KEY is required with a non-embedded database "
+                "(generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            )
+        settings.secret_key = _read_or_create_secret_file(
+            settings.data_dir / SECRET_KEY_FILE, lambda: Fernet.generate_key().decode()
+        )
+    try:
+        Fernet(settings.secret_key.encode())
+    except ValueError as exc:
+        raise ConfigError("INBOXLOG_SECRET_KEY is not a valid Fernet key") from exc
+    return settings
+
+
+def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
+    """Return the operator token, generating it into a 0600 file when unset.
+
+    The boolean says whether the token came from the file (and so should be printed once).
+    """
+    if settings.admin_token:
+        return settings.admin_token, False
+    token = _read_or_create_secret_file(
+        settings.data_dir / ADMIN_TOKEN_FILE, lambda: "ilop_" + secrets.token_urlsafe(32)
+    )
+    settings.admin_token = token
+    return token, True

@@ -1,0 +1,68 @@
+"""Connected addresses (personal or team) with IMAP settings, leases and per-folder cursors."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base, utcnow
+
+
+class Connection(Base):
+    __tablename__ = "connections"
+    __table_args__ = (
+        # C1: an address is connected at most once per account (addresses stored lowercase).
+        sa.UniqueConstraint("account_id", "address"),
+        sa.CheckConstraint(
+            "(kind = 'personal' AND user_id IS NOT NULL AND inbox_id IS NULL)"
+            " OR (kind = 'team' AND inbox_id IS NOT NULL AND user_id IS NULL)",
+            name="kind_owner",
+        ),
+        # C2: a team connection cannot be used for meetings.
+        sa.CheckConstraint("NOT (kind = 'team' AND meetings)", name="team_no_meetings"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(sa.String(320))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    inbox_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("team_inboxes.id", ondelete="CASCADE")
+    )
+    meetings: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    imap_host: Mapped[str | None] = mapped_column(sa.String(255))
+    imap_port: Mapped[int | None] = mapped_column()
+    imap_security: Mapped[str | None] = mapped_column(sa.String(16))
+    imap_username: Mapped[str | None] = mapped_column(sa.String(320))
+    # Fernet ciphertext; never returned by the API or logged (C6).
+    imap_password_enc: Mapped[str | None] = mapped_column(sa.Text)
+    imap_folders: Mapped[list[Any] | None] = mapped_column()
+    imap_since: Mapped[date | None] = mapped_column(sa.Date)
+    # A requested backfill (POST /sync, `inboxlog backfill`) the poller has not run yet.
+    backfill_since: Mapped[date | None] = mapped_column(sa.Date)
+    sync_requested_at: Mapped[datetime | None] = mapped_column()
+    last_sync_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FolderState(Base):
+    """The resumable cursor of one folder: advanced only after messages up to it are stored."""
+
+    __tablename__ = "folder_states"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(500))
+    uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    messages_synced: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

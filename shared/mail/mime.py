@@ -1,0 +1,214 @@
+"""Parse the MIME tree once and walk it with bounds (RFC 2045/2046).
+
+We use the stdlib ``compat32`` parser: it is several times faster than ``policy.default``
+(it skips the header registry) and it is lenient — structural problems become defects on
+the message objects, which we collect as plain strings. Values are decoded by our own
+header and charset layers, never by the stdlib's guesses.
+
+Bounds against mail bombs: MIME depth, number of parts (§6 of the spec). A part beyond a
+bound is not visited and a defect is recorded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import quopri
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+MAX_DEPTH = 20
+MAX_PARTS = 500
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One visited MIME part (leaf or message/*), with where it sits in the tree."""
+
+    part: Message
+    content_type: str
+    depth: int
+    parent_type: str
+    in_attached: bool  # inside an attached message/rfc822 (or a report's returned message)
+    in_report: bool  # inside multipart/report
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n|\r\r")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]{1,76}[ \t]*:")
+_LINE_SPLIT = re.compile(rb"(?<=\n)")
+
+
+def repair_header_block(raw: bytes, defects: list[str]) -> bytes:
+    """Drop a header line without a colon when real header fields follow it (RFC 5322 §2.2).
+
+    The stdlib parser would otherwise take such a line as the start of the body and lose every
+    header after it (Subject, Date, ...). A colon-less line *not* followed by header fields is
+    left alone: that is a missing blank line, and the line really starts the body.
+    """
+    m = _HEADER_END.search(raw, 0, 256 * 1024)
+    end = m.start() if m else min(len(raw), 256 * 1024)
+    block = raw[:end]
+    lines = _LINE_SPLIT.split(block)
+    out: list[bytes] = []
+    changed = False
+    for i, line in enumerate(lines):
+        if (
+            i > 0
+            and line.strip()
+            and line[:1] not in (b" ", b"\t")
+            and not _HEADER_LINE.match(line)
+            and i + 1 < len(lines)
+            and _HEADER_LINE.match(lines[i + 1])
+        ):
+            changed = True
+            continue
+        out.append(line)
+    if not changed:
+        return raw
+    defects.append("header_without_colon")
+    return b"".join(out) + raw[end:]
+
+
+def parse_tree(raw: bytes, defects: list[str]) -> Message:
+    """Parse bytes into a compat32 tree; on a parser failure, fall back to headers only."""
+    raw = repair_header_block(raw, defects)
+    parser = BytesParser(policy=compat32)
+    try:
+        return parser.parsebytes(raw)
+    except RecursionError:
+        defects.append("mime_depth_limit")
+    except Exception:  # the stdlib parser on hostile input; keep what the headers give
+        defects.append("parse_error")
+    try:
+        return parser.parsebytes(raw, headersonly=True)
+    except Exception:  # even the header block is unreadable: an empty message
+        defects.append("parse_error")
+        return Message()
+
+
+def defect_name(defect: object) -> str:
+    """``MissingHeaderBodySeparatorDefect`` → ``missing_header_body_separator``."""
+    name = type(defect).__name__
+    if name.endswith("Defect"):
+        name = name[: -len("Defect")]
+    return _CAMEL.sub("_", name).lower()
+
+
+def walk(root: Message, defects: list[str]) -> list[Leaf]:
+    """Visit parts depth-first in document order, with depth and part-count bounds."""
+    out: list[Leaf] = []
+    stack: list[tuple[Message, int, str, bool, bool]] = [(root, 0, "", False, False)]
+    count = 0
+    depth_hit = False
+    while stack:
+        part, depth, parent, in_attached, in_report = stack.pop()
+        count += 1
+        if count > MAX_PARTS:
+            defects.append("mime_part_limit")
+            break
+        for d in part.defects:
+            defects.append(defect_name(d))
+        ctype = safe_content_type(part)
+        out.append(Leaf(part, ctype, depth, parent, in_attached, in_report))
+        payload = part._payload  # compat32 stores sub-parts as a list
+        if not isinstance(payload, list):
+            continue
+        if depth >= MAX_DEPTH:
+            if not depth_hit:
+                defects.append("mime_depth_limit")
+                depth_hit = True
+            continue
+        child_attached = in_attached or (ctype.startswith("message/") and depth > 0)
+        child_report = in_report or ctype == "multipart/report"
+        for child in reversed(payload):
+            if isinstance(child, Message):
+                stack.append((child, depth + 1, ctype, child_attached, child_report))
+    return out
+
+
+def safe_content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:  # malformed header values inside the stdlib helpers
+        return "text/plain"
+
+
+def get_param(part: Message, name: str, header: str = "content-type") -> str | None:
+    """A header parameter as text (RFC 2231 continuations and charsets joined)."""
+    try:
+        value = part.get_param(name, header=header)
+    except Exception:  # malformed parameter lists
+        return None
+    if value is None:
+        return None
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, value)
+        from shared.mail.charsets import decode_bytes
+
+        charset, _lang, text = value
+        raw = text.encode("latin-1", "surrogateescape") if isinstance(text, str) else b""
+        return decode_bytes(raw, charset or "utf-8")
+    return str(value).strip()
+
+
+def decode_payload(part: Message, defects: list[str]) -> bytes:
+    """The decoded bytes of a leaf (Content-Transfer-Encoding), lenient on bad input."""
+    payload = part._payload
+    if payload is None:
+        return b""
+    if isinstance(payload, list):
+        return b""
+    if not isinstance(payload, str):
+        return bytes(payload)
+    try:
+        data = payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        data = payload.encode("utf-8", "surrogateescape")
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte == "base64":
+        return _b64(data, defects)
+    if cte == "quoted-printable":
+        try:
+            return binascii.a2b_qp(data)
+        except (binascii.Error, ValueError):
+            defects.append("invalid_quoted_printable")
+            return quopri.decodestring(data)
+    if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        try:
+            return bytes(part.get_payload(decode=True) or b"")
+        except Exception:  # uu module on broken data
+            defects.append("invalid_uuencode")
+            return data
+    return data
+
+
+def _b64(data: bytes, defects: list[str]) -> bytes:
+    # a2b_base64 (non-strict) skips line breaks and other non-alphabet bytes itself.
+    try:
+        return binascii.a2b_base64(data)
+    except (binascii.Error, ValueError):
+        pass
+    defects.append("invalid_base64")
+    clean = _B64_JUNK.sub(b"", data.split(b"=", 1)[0])
+    if len(clean) % 4 == 1:  # a lone trailing sextet carries no full byte
+        clean = clean[:-1]
+    clean += b"=" * (-len(clean) % 4)
+    try:
+        return binascii.a2b_base64(clean)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def part_bytes(part: Message) -> bytes:
+    """Serialize a (sub)message back to bytes, e.g. an attached message/rfc822."""
+    try:
+        return part.as_bytes(policy=compat32)
+    except Exception:  # generator on malformed trees: fall back to the header block
+        try:
+            return "".join(f"{k}: {v}\n" for k, v in part.items()).encode("utf-8", "replace")
+        except Exception:  # give up on this part's bytes
+            return b""

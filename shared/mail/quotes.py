@@ -1,0 +1,70 @@
+"""Snippets: the new text of a message, with quoted history and signatures removed.
+
+Recognizes the reply/forward markers of the common clients: "On … wrote:" (and its
+localized forms, including Japanese "…さんは書きました:" / "…のメッセージ:"), "> " quoted lines,
+Outlook's "-----Original Message-----" and "From: … Sent:" header blocks, the underscore
+separator line, forwarded-message banners, and the "-- " signature delimiter (RFC 3676 §4.3).
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.mail.forwards.blocks import FORWARD_BANNER
+
+SNIPPET_LENGTH = 200
+
+_CUT_LINE = re.compile(
+    r"""^(?:
+        -{2,}\s*(?:Original\s+Message|Forwarded\s+message|Weitergeleitete\s+Nachricht|
+            Message\s+transf[ée]r[ée]|Mensaje\s+reenviado|転送されたメッセージ|
+            メッセージを転送|元のメッセージ)\s*-{2,}
+      | _{10,}
+      | Begin\s+forwarded\s+message:
+      | (?:On|Am|Le|El|Il|Op)\s.{0,200}
+        (?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|schreef)\s*:?
+      | .{0,200}(?:さんは書きました|のメッセージ|wrote)\s*[:：]
+      | (?:From|Von|De|差出人|送信元)\s*[:：].*
+    )\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_HEADER_FOLLOW = re.compile(r"^\s*\*?(?:Sent|Date|To|Subject|Gesendet|Datum|Envoyé|Enviado|"
+                            r"送信日時|日付|宛先|件名)\*?\s*[:：]", re.IGNORECASE)
+_ON_START = re.compile(r"^(?:On|Am|Le|El)\s", re.IGNORECASE)
+_WROTE_END = re.compile(r"(?:wrote|schrieb|a\s+écrit|escribió)\s*:?\s*$", re.IGNORECASE)
+_WS = re.compile(r"\s+")
+
+
+def strip_quoted(text: str, max_lines: int = 400) -> str:
+    """The message's own text: everything before the first quote/forward/signature marker."""
+    lines = text.splitlines()[:max_lines]
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        stripped = line.strip().lstrip("\ufeff*").rstrip("*")
+        if line.rstrip("\r") in ("-- ", "--") or line.startswith(">"):
+            break
+        if FORWARD_BANNER.match(stripped):
+            break
+        if stripped and _CUT_LINE.match(stripped):
+            if stripped.lower().startswith(("from", "von", "de", "差出人", "送信元")):
+                window = lines[i + 1 : i + 5]
+                if not any(_HEADER_FOLLOW.match(w) for w in window):
+                    kept.append(line)
+                    continue
+            break
+        # "On <date>, <name>" on one line and "wrote:" on the next (Gmail wraps it).
+        if _ON_START.match(stripped) and i + 1 < len(lines) and _WROTE_END.search(lines[i + 1]):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def make_snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
+    """About ``length`` characters of the new text, whitespace collapsed."""
+    own = strip_quoted(text[:20000])
+    snippet = _WS.sub(" ", own).strip()
+    if len(snippet) > length:
+        cut = snippet[:length]
+        space = cut.rfind(" ")
+        snippet = (cut[:space] if space > length * 0.7 else cut).rstrip() + "…"
+    return snippet

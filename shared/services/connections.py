@@ -1,0 +1,273 @@
+"""Connected addresses and every rule of §3 (C1–C6).
+
+C1 is a database constraint (unique account+address, stored lowercase); the 409 names the holder.
+C4 privacy is decided here, so every caller sees the same view of a personal connection.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.crypto import SecretBox
+from shared.db.base import utcnow
+from shared.db.models import Connection, FolderState, TeamInbox, User
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.mail.addresses import normalize_address
+from shared.principal import Principal
+from shared.services.inboxes import member_ids
+
+SECURITY_MODES = ("ssl", "starttls", "none")
+DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
+
+
+def holder_of(*, session: Session, account_id: int, address: str) -> dict[str, Any] | None:
+    conn = session.scalar(
+        sa.select(Connection).where(
+            Connection.account_id == account_id, Connection.address == address
+        )
+    )
+    if conn is None:
+        return None
+    if conn.kind == "personal":
+        user = session.get(User, conn.user_id)
+        return {"kind": "user", "id": conn.user_id, "email": user.email if user else None}
+    inbox = session.get(TeamInbox, conn.inbox_id)
+    return {"kind": "inbox", "id": conn.inbox_id, "name": inbox.name if inbox else None}
+
+
+def _already_connected(*, session: Session, account_id: int, address: str) -> Conflict:
+    return Conflict(
+        f"{address} is already connected",
+        code="address_already_connected",
+        details={"holder": holder_of(session=session, account_id=account_id, address=address)},
+    )
+
+
+def _apply_imap(conn: Connection, imap: dict[str, Any], box: SecretBox, *, partial: bool) -> None:
+    security = imap.get("security", conn.imap_security if partial else "ssl")
+    if security not in SECURITY_MODES:
+        raise Invalid("imap.security must be ssl, starttls or none", details={"field": "imap"})
+    for key in ("host", "username"):
+        if not partial and not imap.get(key):
+            raise Invalid(f"imap.{key} is required", details={"field": f"imap.{key}"})
+    if not partial and not imap.get("password"):
+        raise Invalid("imap.password is required", details={"field": "imap.password"})
+    conn.imap_security = security
+    if "host" in imap or not partial:
+        conn.imap_host = imap["host"]
+    if imap.get("port") is not None:
+        conn.imap_port = int(imap["port"])
+    elif not partial or conn.imap_port is None:
+        conn.imap_port = DEFAULT_PORTS[security]
+    if "username" in imap:
+        conn.imap_username = imap["username"]
+    if imap.get("password"):
+        conn.imap_password_enc = box.encrypt(imap["password"])
+        if conn.status == "auth_failed":  # new credentials: retries resume (§6)
+            conn.status = "pending"
+            conn.last_error = None
+    if "folders" in imap:
+        conn.imap_folders = list(imap["folders"]) if imap["folders"] else None
+    if "since" in imap:
+        since = imap["since"]
+        conn.imap_since = date.fromisoformat(since) if isinstance(since, str) else since
+
+
+def create_connection(
+    *,
+    session: Session,
+    principal: Principal,
+    box: SecretBox,
+    address: str,
+    kind: str,
+    user_id: int | None = None,
+    inbox_id: int | None = None,
+    meetings: bool = False,
+    imap: dict[str, Any] | None = None,
+) -> Connection:
+    principal.require_user()
+    account_id = principal.account_id
+    assert account_id is not None
+    if kind not in ("personal", "team"):
+        raise Invalid("kind must be personal or team", details={"field": "kind"})
+    address = normalize_address(address)
+    if kind == "team":
+        principal.require_admin()
+        if meetings:  # C2
+            raise Invalid(
+                "a team connection cannot be used for meetings", code="team_meetings_not_allowed"
+            )
+        if inbox_id is None or user_id is not None:
+            raise Invalid("a team connection needs inbox_id (and no user_id)")
+        inbox = session.get(TeamInbox, inbox_id)
+        if inbox is None or inbox.account_id != account_id:
+            raise Invalid("unknown inbox", code="unknown_inbox", details={"inbox_id": inbox_id})
+    else:
+        if inbox_id is not None:
+            raise Invalid("a personal connection takes no inbox_id")
+        user_id = principal.user_id if user_id is None else user_id
+        if user_id != principal.user_id:
+            principal.require_admin()
+        owner = session.get(User, user_id)
+        if owner is None or owner.account_id != account_id:
+            raise Invalid("unknown user", code="unknown_user", details={"user_id": user_id})
+    if holder_of(session=session, account_id=account_id, address=address):  # C1, C3
+        raise _already_connected(session=session, account_id=account_id, address=address)
+    conn = Connection(
+        account_id=account_id,
+        address=address,
+        kind=kind,
+        user_id=user_id,
+        inbox_id=inbox_id,
+        meetings=meetings,
+        status="pending" if imap else "active",
+    )
+    if imap:
+        _apply_imap(conn, imap, box, partial=False)
+    try:
+        with session.begin_nested():
+            session.add(conn)
+            session.flush()
+    except IntegrityError as exc:  # a concurrent connect won the race: the constraint decides
+        raise _already_connected(session=session, account_id=account_id, address=address) from exc
+    return conn
+
+
+def _is_owner(principal: Principal, conn: Connection) -> bool:
+    return conn.kind == "personal" and conn.user_id == principal.user_id
+
+
+def visible_level(*, session: Session, principal: Principal, conn: Connection) -> str | None:
+    """``full``, ``summary`` (an admin looking at someone's personal connection) or None (404)."""
+    if conn.account_id != principal.account_id or principal.kind != "user":
+        return None
+    if conn.kind == "personal":
+        if _is_owner(principal, conn):
+            return "full"
+        return "summary" if principal.is_admin else None
+    if principal.is_admin or principal.user_id in member_ids(
+        session=session, inbox_id=conn.inbox_id
+    ):
+        return "full"
+    return None
+
+
+def get_connection(*, session: Session, principal: Principal, connection_id: int) -> Connection:
+    conn = session.get(Connection, connection_id)
+    if conn is None or visible_level(session=session, principal=principal, conn=conn) is None:
+        raise NotFound("connection not found")
+    return conn
+
+
+def list_connections(*, session: Session, principal: Principal, limit: int, offset: int):
+    q = sa.select(Connection).where(Connection.account_id == principal.account_id)
+    conns = list(session.scalars(q.order_by(Connection.id)))
+    visible = [c for c in conns if visible_level(session=session, principal=principal, conn=c)]
+    return visible[offset : offset + limit]
+
+
+def connection_view(*, session: Session, principal: Principal, conn: Connection) -> dict[str, Any]:
+    level = visible_level(session=session, principal=principal, conn=conn)
+    view: dict[str, Any] = {
+        "id": conn.id,
+        "address": conn.address,
+        "kind": conn.kind,
+        "user_id": conn.user_id,
+        "inbox_id": conn.inbox_id,
+        "meetings": conn.meetings,
+        "status": conn.status,
+    }
+    if level != "full":
+        return view
+    folders = session.scalars(
+        sa.select(FolderState).where(FolderState.connection_id == conn.id).order_by(FolderState.id)
+    )
+    view |= {
+        "last_sync_at": conn.last_sync_at,
+        "last_error": conn.last_error,
+        "folders": [
+            {
+                "name": f.name,
+                "uidvalidity": f.uidvalidity,
+                "last_uid": f.last_uid,
+                "messages_synced": f.messages_synced,
+            }
+            for f in folders
+        ],
+        "imap": None
+        if conn.imap_host is None
+        else {
+            "host": conn.imap_host,
+            "port": conn.imap_port,
+            "security": conn.imap_security,
+            "username": conn.imap_username,
+            "folders": conn.imap_folders,
+            "since": conn.imap_since.isoformat() if conn.imap_since else None,
+        },
+    }
+    return view
+
+
+def _require_manager(*, session: Session, principal: Principal, conn: Connection) -> None:
+    if conn.kind == "personal":
+        if not _is_owner(principal, conn):
+            raise Forbidden("only the owner changes a personal connection", code="not_owner")
+    else:
+        principal.require_admin()
+
+
+def update_connection(
+    *,
+    session: Session,
+    principal: Principal,
+    box: SecretBox,
+    connection_id: int,
+    imap: dict[str, Any] | None,
+    meetings: bool | None,
+) -> Connection:
+    conn = get_connection(session=session, principal=principal, connection_id=connection_id)
+    _require_manager(session=session, principal=principal, conn=conn)
+    if meetings is not None:
+        if meetings and conn.kind == "team":
+            raise Invalid(
+                "a team connection cannot be used for meetings", code="team_meetings_not_allowed"
+            )
+        conn.meetings = meetings
+    if imap:
+        _apply_imap(conn, imap, box, partial=conn.imap_host is not None)
+    session.flush()
+    return conn
+
+
+def delete_connection(*, session: Session, principal: Principal, connection_id: int) -> None:
+    conn = get_connection(session=session, principal=principal, connection_id=connection_id)
+    if conn.kind == "personal" and not _is_owner(principal, conn):
+        owner = session.get(User, conn.user_id)
+        if not (principal.is_admin and owner is not None and not owner.active):
+            raise Forbidden(
+                "an admin may disconnect a personal connection only when its owner is deactivated",
+                code="owner_active",
+            )
+    elif conn.kind == "team":
+        principal.require_admin()
+    session.delete(conn)
+    session.flush()
+
+
+def request_sync(
+    *, session: Session, principal: Principal, connection_id: int, since: date | None
+) -> Connection:
+    conn = get_connection(session=session, principal=principal, connection_id=connection_id)
+    if not (_is_owner(principal, conn) or (conn.kind == "team" and principal.is_admin)):
+        raise Forbidden("only the owner or an admin may sync this connection")
+    if conn.imap_host is None:
+        raise Invalid("this connection has no IMAP settings", code="no_imap")
+    conn.backfill_since = since or conn.backfill_since
+    conn.sync_requested_at = utcnow()
+    session.flush()
+    return conn

@@ -1,0 +1,303 @@
+"""Every rule of §3 (C1–C6) through the API, on both databases."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from shared.db.models import Connection
+from tests.conftest import Api
+
+IMAP = {"host": "imap.acme.example", "security": "ssl", "username": "me", "password": "s3cr3t-PW!"}
+
+
+def _setup(api: Api) -> dict:
+    acc = api.new_account()
+    admin = acc["token"]
+    alice = api.new_user(admin, "alice@acme.example")
+    bob = api.new_user(admin, "bob@acme.example")
+    inbox = api.call(
+        "POST",
+        "/v1/inboxes",
+        admin,
+        201,
+        json={"name": "Support", "member_ids": [alice["user"]["id"]]},
+    )
+    return {"admin": admin, "alice": alice, "bob": bob, "inbox": inbox, "acc": acc}
+
+
+def test_c1_c3_address_connected_once_case_insensitively_and_409_names_holder(api: Api) -> None:
+    s = _setup(api)
+    alice, admin = s["alice"], s["admin"]
+    personal = api.call(
+        "POST",
+        "/v1/connections",
+        alice["token"],
+        201,
+        json={"address": "Alice.Work@Acme.example", "kind": "personal"},
+    )
+    assert personal["address"] == "alice.work@acme.example"
+    assert personal["user_id"] == alice["user"]["id"] and personal["kind"] == "personal"
+    # The same address as a team address: refused, naming the user who holds it.
+    err = api.call(
+        "POST",
+        "/v1/connections",
+        admin,
+        409,
+        json={"address": "ALICE.WORK@acme.example", "kind": "team", "inbox_id": s["inbox"]["id"]},
+    )
+    assert err["error"]["code"] == "address_already_connected"
+    assert err["error"]["details"]["holder"] == {
+        "kind": "user",
+        "id": alice["user"]["id"],
+        "email": "alice@acme.example",
+    }
+    team = api.call(
+        "POST",
+        "/v1/connections",
+        admin,
+        201,
+        json={"address": "support@acme.example", "kind": "team", "inbox_id": s["inbox"]["id"]},
+    )
+    assert team["inbox_id"] == s["inbox"]["id"] and team["user_id"] is None
+    err = api.call(
+        "POST",
+        "/v1/connections",
+        s["bob"]["token"],
+        409,
+        json={"address": "Support@ACME.example", "kind": "personal"},
+    )
+    assert err["error"]["details"]["holder"] == {
+        "kind": "inbox",
+        "id": s["inbox"]["id"],
+        "name": "Support",
+    }
+    # A user may connect several personal addresses.
+    api.call(
+        "POST",
+        "/v1/connections",
+        alice["token"],
+        201,
+        json={"address": "alice@acme.example", "kind": "personal"},
+    )
+    # Another account may connect the same address: C1 is per account.
+    other = api.new_account("Beta", "b@beta.example")["token"]
+    api.call(
+        "POST",
+        "/v1/connections",
+        other,
+        201,
+        json={"address": "support@acme.example", "kind": "personal"},
+    )
+
+
+def test_c1_is_a_database_constraint(api: Api) -> None:
+    s = _setup(api)
+    api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "dup@acme.example", "kind": "personal"},
+    )
+    with api.ctx.sessions() as session:
+        first = session.scalars(
+            sa.select(Connection).where(Connection.address == "dup@acme.example")
+        ).one()
+        session.add(
+            Connection(
+                account_id=first.account_id,
+                address="dup@acme.example",
+                kind="personal",
+                user_id=first.user_id,
+            )
+        )
+        try:
+            session.commit()
+            raise AssertionError("duplicate address accepted by the database")
+        except sa.exc.IntegrityError:
+            session.rollback()
+
+
+def test_c2_team_connection_refuses_meetings(api: Api) -> None:
+    s = _setup(api)
+    body = {
+        "address": "sales@acme.example",
+        "kind": "team",
+        "inbox_id": s["inbox"]["id"],
+        "meetings": True,
+    }
+    err = api.call("POST", "/v1/connections", s["admin"], 422, json=body)
+    assert err["error"]["code"] == "team_meetings_not_allowed"
+    body["meetings"] = False
+    conn = api.call("POST", "/v1/connections", s["admin"], 201, json=body)
+    err = api.call(
+        "PATCH", f"/v1/connections/{conn['id']}", s["admin"], 422, json={"meetings": True}
+    )
+    assert err["error"]["code"] == "team_meetings_not_allowed"
+    personal = api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "a2@acme.example", "kind": "personal", "meetings": True},
+    )
+    assert personal["meetings"] is True
+
+
+def test_c3_admin_disconnects_a_deactivated_users_connection(api: Api) -> None:
+    s = _setup(api)
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        s["bob"]["token"],
+        201,
+        json={"address": "bob.sales@acme.example", "kind": "personal"},
+    )
+    err = api.call("DELETE", f"/v1/connections/{conn['id']}", s["admin"], 403)
+    assert err["error"]["code"] == "owner_active"
+    api.call(
+        "PATCH", f"/v1/users/{s['bob']['user']['id']}", s["admin"], 200, json={"active": False}
+    )
+    api.call("DELETE", f"/v1/connections/{conn['id']}", s["admin"], 204)
+    # The address is free again without re-creating the user.
+    api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "bob.sales@acme.example", "kind": "personal"},
+    )
+
+
+def test_c4_personal_connection_is_private(api: Api) -> None:
+    s = _setup(api)
+    alice, bob, admin = s["alice"], s["bob"], s["admin"]
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        alice["token"],
+        201,
+        json={"address": "alice.p@acme.example", "kind": "personal", "imap": IMAP},
+    )
+    path = f"/v1/connections/{conn['id']}"
+    # Another member: 404, and absent from lists.
+    assert api.call("GET", path, bob["token"], 404)["error"]["code"] == "not_found"
+    assert conn["id"] not in [
+        c["id"] for c in api.call("GET", "/v1/connections", bob["token"], 200)["items"]
+    ]
+    api.call("PATCH", path, bob["token"], 404, json={"meetings": True})
+    api.call("DELETE", path, bob["token"], 404)
+    # An admin sees that it exists, but not its folders, errors or IMAP settings.
+    seen = api.call("GET", path, admin, 200)
+    assert set(seen) == {"id", "address", "kind", "user_id", "inbox_id", "meetings", "status"}
+    assert seen["address"] == "alice.p@acme.example" and seen["user_id"] == alice["user"]["id"]
+    # ...and cannot change it.
+    assert (
+        api.call("PATCH", path, admin, 403, json={"meetings": True})["error"]["code"] == "not_owner"
+    )
+    # The owner sees everything but the password.
+    own = api.call("GET", path, alice["token"], 200)
+    assert own["imap"]["host"] == "imap.acme.example" and "password" not in own["imap"]
+    assert own["folders"] == [] and own["last_error"] is None
+    api.call("PATCH", path, alice["token"], 200, json={"meetings": True})
+    api.call("DELETE", path, alice["token"], 204)
+
+
+def test_c5_team_connection_visible_to_members_and_admins(api: Api) -> None:
+    s = _setup(api)
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        s["admin"],
+        201,
+        json={"address": "help@acme.example", "kind": "team", "inbox_id": s["inbox"]["id"]},
+    )
+    path = f"/v1/connections/{conn['id']}"
+    assert api.call("GET", path, s["alice"]["token"], 200)["address"] == "help@acme.example"
+    api.call("GET", path, s["bob"]["token"], 404)
+    # Members cannot create team connections.
+    api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        403,
+        json={"address": "x@acme.example", "kind": "team", "inbox_id": s["inbox"]["id"]},
+    )
+
+
+def test_c6_password_encrypted_never_returned_never_logged(api: Api, captured_logs) -> None:
+    s = _setup(api)
+    secret = "Sup3r-Secret-Imap-Passw0rd"
+    captured_logs.set_level(logging.DEBUG)
+    responses = []
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={
+            "address": "c6@acme.example",
+            "kind": "personal",
+            "imap": {**IMAP, "password": secret},
+        },
+    )
+    responses.append(conn)
+    path = f"/v1/connections/{conn['id']}"
+    responses.append(api.call("GET", path, s["alice"]["token"], 200))
+    responses.append(api.call("GET", "/v1/connections", s["alice"]["token"], 200))
+    responses.append(api.call("GET", path, s["admin"], 200))
+    responses.append(
+        api.call("PATCH", path, s["alice"]["token"], 200, json={"imap": {"password": secret + "2"}})
+    )
+    for body in responses:
+        assert secret not in str(body)
+    with api.ctx.sessions() as session:
+        row = session.get(Connection, conn["id"])
+        stored = row.imap_password_enc
+        raw_row = session.execute(
+            sa.text("SELECT * FROM connections WHERE id = :i"), {"i": conn["id"]}
+        ).one()
+    assert secret not in str(tuple(raw_row))
+    assert api.ctx.box.decrypt(stored) == secret + "2"
+    assert secret not in captured_logs.text
+
+
+def test_new_password_clears_auth_failed(api: Api) -> None:
+    s = _setup(api)
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "af@acme.example", "kind": "personal", "imap": IMAP},
+    )
+    with api.ctx.sessions() as session, session.begin():
+        session.get(Connection, conn["id"]).status = "auth_failed"
+    path = f"/v1/connections/{conn['id']}"
+    api.call("PATCH", path, s["alice"]["token"], 200, json={"imap": {"host": "imap2.acme.example"}})
+    assert api.call("GET", path, s["alice"]["token"], 200)["status"] == "auth_failed"
+    out = api.call("PATCH", path, s["alice"]["token"], 200, json={"imap": {"password": "new-one"}})
+    assert out["status"] == "pending"
+
+
+def test_connection_validation_errors(api: Api) -> None:
+    s = _setup(api)
+    tok = s["alice"]["token"]
+    for body in (
+        {"address": "nope", "kind": "personal"},
+        {"address": "a@acme.example", "kind": "shared"},
+        {"address": "a@acme.example", "kind": "personal", "imap": {"host": "h", "security": "tls"}},
+        {"address": "a@acme.example", "kind": "personal", "imap": {"host": "h", "username": "u"}},
+    ):
+        err = api.call("POST", "/v1/connections", tok, 422, json=body)
+        assert err["error"]["code"] == "validation_error", body
+    err = api.call(
+        "POST",
+        "/v1/connections",
+        s["admin"],
+        422,
+        json={"address": "t@acme.example", "kind": "team", "inbox_id": 999999},
+    )
+    assert err["error"]["code"] == "unknown_inbox"

@@ -1,0 +1,1 @@
+"""Mail test configuration: the helpers live in mail_helpers.py (plain module)."""

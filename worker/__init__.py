@@ -1,0 +1,1 @@
+"""Celery app and tasks, the processing pipeline, IMAP pollers and the sweeper."""
