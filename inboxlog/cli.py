@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import click
 
 from inboxlog.runtime import build_runtime
-from shared.config import ConfigError, ensure_admin_token, load_settings
+from inboxlog.supervisor import Children
+from shared.config import ConfigError, Settings, ensure_admin_token, load_settings
 from shared.db.migrate import upgrade
 
 
@@ -81,23 +81,62 @@ def create_account(name: str, admin_email: str, admin_name: str | None) -> None:
     click.echo(f"token: {token}")
 
 
-CHILDREN = ("api",)
+@main.command()
+def gateway() -> None:
+    """Run the SMTP intake gateway."""
+    import asyncio
+
+    from gateway.smtp.app import serve
+    from shared.queueing import TaskSender
+
+    try:
+        rt = build_runtime()
+    except ConfigError as exc:
+        _fail(exc)
+    asyncio.run(serve(rt.settings, rt.sessions, TaskSender(rt.settings)))
 
 
 @main.command()
-def run() -> None:
-    """Run everything (API, gateway, worker, pollers) on the embedded defaults."""
+@click.option(
+    "--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPUs)."
+)
+@click.option(
+    "--pool",
+    default="prefork",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    help="Celery pool implementation.",
+)
+def worker(concurrency: int | None, pool: str) -> None:
+    """Run a Celery worker (with the sweeper) on the intake queue."""
+    from inboxlog.worker_main import run_worker
+
+    try:
+        rt = build_runtime()
+    except ConfigError as exc:
+        _fail(exc)
+    run_worker(rt, concurrency=concurrency or os.cpu_count() or 1, pool=pool)
+
+
+CHILDREN = ("api", "gateway", "worker")
+
+
+def _prepare_embedded(print_token: bool) -> Settings:
     try:
         settings = load_settings()
     except ConfigError as exc:
         _fail(exc)
     token, generated = ensure_admin_token(settings)
-    if generated:
+    if generated and print_token:
         click.echo(f"INBOXLOG_ADMIN_TOKEN={token}")
     upgrade(settings.database_url)
-    env = {**os.environ, "INBOXLOG_ADMIN_TOKEN": token, "INBOXLOG_SECRET_KEY": settings.secret_key}
-    exe = [sys.executable, "-m", "inboxlog"]
-    procs = [subprocess.Popen([*exe, child], env=env) for child in CHILDREN]
+    return settings
+
+
+@main.command()
+def run() -> None:
+    """Run everything (API, gateway, worker, pollers) on the embedded defaults."""
+    settings = _prepare_embedded(print_token=True)
+    children = Children(settings, CHILDREN)
     click.echo(
         f"inboxlog running: API http://{settings.http_host}:{settings.http_port} "
         f"SMTP {settings.smtp_host}:{settings.smtp_port}"
@@ -111,16 +150,47 @@ def run() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        while not stopping and all(p.poll() is None for p in procs):
+        while not stopping and children.alive():
             time.sleep(0.2)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
-    sys.exit(1 if failed and not stopping else 0)
+        dead = children.dead()
+        children.stop()
+    if dead and not stopping:
+        click.echo(f"error: {', '.join(dead)} exited; stopped everything", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="Leave everything running after the report.")
+def demo(keep_running: bool) -> None:
+    """Start everything, send sample mail through the gateway, and show what was logged and why."""
+    from inboxlog.demo import create_demo_account, report, send_samples, wait_for_decisions
+    from inboxlog.runtime import build_runtime
+    from inboxlog.supervisor import wait_port
+
+    settings = _prepare_embedded(print_token=False)
+    rt = build_runtime()
+    log_path = settings.data_dir / "inboxlog-demo.log"
+    children = Children(settings, CHILDREN, log_path=log_path)
+    try:
+        click.echo(f"starting gateway, worker and API (their logs: {log_path}) ...")
+        if not wait_port(settings.smtp_host, settings.smtp_port, 60, children):
+            raise click.ClickException(
+                f"the SMTP gateway did not come up on {settings.smtp_host}:{settings.smtp_port}"
+            )
+        demo_ids = create_demo_account(rt.sessions, settings.logging_domain)
+        click.echo(f"demo account {demo_ids['account_id']}: BCC address {demo_ids['bcc']}")
+        sent = send_samples(settings.smtp_host, settings.smtp_port, demo_ids)
+        click.echo(f"sent {len(sent)} messages over SMTP; waiting for the worker ...")
+        decisions = wait_for_decisions(
+            rt.sessions, demo_ids["account_id"], len(sent), 90, children.alive
+        )
+        report(rt.sessions, demo_ids["account_id"], [label for label, _ in sent], decisions)
+        if keep_running:
+            click.echo(f"API on http://{settings.http_host}:{settings.http_port}; Ctrl-C stops.")
+            while children.alive():
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        children.stop()

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = 26_214_400
     smtp_max_recipients: int = 100
     smtp_rate_per_minute: int = 600
+    # Messages per minute per account across all clients.
+    smtp_account_rate_per_minute: int = 6000
+    # Simultaneous SMTP connections per client address.
+    smtp_max_connections_per_client: int = 50
     poll_seconds: int = 60
     sweep_after_seconds: int = 60
     # PEM certificate and key enabling STARTTLS on the SMTP gateway.

@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 from gateway.http import errors
 from gateway.http.context import ApiContext
-from gateway.http.routes import accounts, connections, crm, health, inboxes, users
+from gateway.http.routes import accounts, connections, crm, emails, health, inboxes, users
 
-ROUTERS = (health, accounts, users, inboxes, connections, crm)
+ROUTERS = (health, accounts, users, inboxes, connections, crm, emails)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.db.models import Account, Company, Contact, TeamInbox, User
+from shared.db.models import Account, Company, Contact, Decision, LoggedEmail, TeamInbox, User
 from shared.services.accounts import intake_address, settings_of
 from shared.services.inboxes import member_ids
 
@@ -65,3 +65,69 @@ def contact_view(contact: Contact) -> dict[str, Any]:
 
 def company_view(company: Company) -> dict[str, Any]:
     return {"id": company.id, "domain": company.domain, "name": company.name}
+
+
+def _from(email: LoggedEmail) -> dict[str, Any] | None:
+    if not email.from_address:
+        return None
+    return {"address": email.from_address, "name": email.from_name}
+
+
+def email_summary(email: LoggedEmail) -> dict[str, Any]:
+    return {
+        "id": email.id,
+        "subject": email.subject,
+        "from": _from(email),
+        "date": iso(email.date),
+        "direction": email.direction,
+        "kind": email.kind,
+        "snippet": email.snippet,
+    }
+
+
+def email_view(email: LoggedEmail, links: dict[str, list[Any]]) -> dict[str, Any]:
+    return {
+        "id": email.id,
+        "message_id": email.message_id,
+        "in_reply_to": email.in_reply_to,
+        "references": email.references or [],
+        "subject": email.subject,
+        "from": _from(email),
+        "to": email.to,
+        "cc": email.cc,
+        "date": iso(email.date),
+        "direction": email.direction,
+        "kind": email.kind,
+        "bounce_of_message_id": email.bounce_of_message_id,
+        "forwarded_by": email.forwarded_by_user_id,
+        "visibility": email.visibility,
+        "sources": links["sources"],
+        "contact_ids": links["contact_ids"],
+        "company_ids": links["company_ids"],
+        "conversation_id": email.conversation_id,
+        "logged_by_user_id": email.logged_by_user_id,
+        "text": email.text,
+        "html": email.html,
+        "attachments": [
+            {
+                "filename": a.get("filename"),
+                "content_type": a.get("content_type"),
+                "size": a.get("size"),
+            }
+            for a in email.attachments or []
+        ],
+    }
+
+
+def decision_view(d: Decision) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "received_at": iso(d.received_at),
+        "source": d.source,
+        "message_id": d.message_id,
+        "subject": d.subject,
+        "outcome": d.outcome,
+        "codes": d.codes,
+        "email_id": d.email_id,
+        "participants": d.participants,
+    }

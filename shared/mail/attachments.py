@@ -66,8 +66,10 @@ def extract_attachments(leaves: list[Leaf], defects: list[str]) -> tuple[Attachm
             defects.append("attachment_limit")
             break
         if leaf.content_type.startswith("message/"):
-            data = part_bytes(leaf.part._payload[0]) if _has_sub(leaf) else decode_payload(
-                leaf.part, defects
+            data = (
+                part_bytes(leaf.part._payload[0])
+                if _has_sub(leaf)
+                else decode_payload(leaf.part, defects)
             )
         else:
             data = decode_payload(leaf.part, defects)

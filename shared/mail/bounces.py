@@ -21,8 +21,18 @@ from shared.mail.mime import Leaf, decode_payload
 from shared.mail.model import Address, BounceInfo
 
 _DAEMON_LOCALS = frozenset(
-    {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildaemon", "mdaemon",
-     "mailer_daemon", "bounce", "bounces", "mail.delivery.system"}
+    {
+        "mailer-daemon",
+        "postmaster",
+        "mail-daemon",
+        "mailerdaemon",
+        "maildaemon",
+        "mdaemon",
+        "mailer_daemon",
+        "bounce",
+        "bounces",
+        "mail.delivery.system",
+    }
 )
 _DAEMON_NAMES = re.compile(r"mail\s*delivery\s*(?:sub)?system|mailer[- ]daemon", re.IGNORECASE)
 BOUNCE_SUBJECT = re.compile(
@@ -35,8 +45,9 @@ BOUNCE_SUBJECT = re.compile(
     r"(?:配信|送信|配達)できません|届きませんでした|届けられませんでした|返送",
     re.IGNORECASE,
 )
-_RECIPIENT_FIELD = re.compile(r"^\s*(?:final|original)-recipient\s*:\s*(?:[^;]*;)?\s*(.+)$",
-                              re.IGNORECASE | re.MULTILINE)
+_RECIPIENT_FIELD = re.compile(
+    r"^\s*(?:final|original)-recipient\s*:\s*(?:[^;]*;)?\s*(.+)$", re.IGNORECASE | re.MULTILINE
+)
 _MSGID_LINE = re.compile(r"^\s*Message-ID\s*:\s*(<[^>\s]+>|\S+@\S+)", re.IGNORECASE | re.MULTILINE)
 _ADDR = re.compile(
     r"<?([A-Za-z0-9._%+!#$&'*/=?^`{|}~-]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?"
@@ -65,13 +76,16 @@ def is_dsn(root: Message) -> bool:
         if root.get_content_type() != "multipart/report":
             return False
         return str(root.get_param("report-type", "")).lower().strip() in (
-            "delivery-status", "global-delivery-status")
+            "delivery-status",
+            "global-delivery-status",
+        )
     except Exception:  # malformed Content-Type parameters
         return False
 
 
-def bounce_info(leaves: list[Leaf], text: str, own_addresses: set[str],
-                defects: list[str]) -> BounceInfo:
+def bounce_info(
+    leaves: list[Leaf], text: str, own_addresses: set[str], defects: list[str]
+) -> BounceInfo:
     """Failed recipients and the returned message's Message-ID, from parts then from text."""
     failed: list[str] = []
     message_id: str | None = None
@@ -85,7 +99,8 @@ def bounce_info(leaves: list[Leaf], text: str, own_addresses: set[str],
                 message_id = clean_message_id(payload[0].get("message-id"))
         elif ctype == "text/rfc822-headers" and message_id is None:
             headers = BytesParser(policy=compat32).parsebytes(
-                decode_payload(leaf.part, defects), headersonly=True)
+                decode_payload(leaf.part, defects), headersonly=True
+            )
             message_id = clean_message_id(headers.get("message-id"))
     if message_id is None:
         m = _MSGID_LINE.search(text)

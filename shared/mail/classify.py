@@ -17,8 +17,11 @@ from collections.abc import Callable
 from shared.mail.bounces import BOUNCE_SUBJECT, is_daemon_sender
 from shared.mail.model import Address
 
-_NOREPLY = re.compile(r"no[-_.]?reply|do[-_.]?not[-_.]?reply|mailer[-_.]?daemon|^postmaster$|"
-                      r"^mail[-_.]?daemon$", re.IGNORECASE)
+_NOREPLY = re.compile(
+    r"no[-_.]?reply|do[-_.]?not[-_.]?reply|mailer[-_.]?daemon|^postmaster$|"
+    r"^mail[-_.]?daemon$",
+    re.IGNORECASE,
+)
 _AUTO_SUBJECT = re.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:out\s+of\s+(?:the\s+)?office|automatic\s+reply|auto:|"
     r"auto(?:matic)?[- ]?(?:reply|response|antwort)|autoreply|abwesenheit|"

@@ -10,8 +10,17 @@ from email.utils import parsedate_tz
 
 _COMMENT = re.compile(r"\([^()]*\)")
 _MAX_OFFSET = 24 * 3600
-_EXTRA_ZONES = {"JST": 9 * 3600, "KST": 9 * 3600, "CET": 3600, "CEST": 7200, "BST": 3600,
-                "EET": 7200, "EEST": 10800, "MEZ": 3600, "MESZ": 7200}
+_EXTRA_ZONES = {
+    "JST": 9 * 3600,
+    "KST": 9 * 3600,
+    "CET": 3600,
+    "CEST": 7200,
+    "BST": 3600,
+    "EET": 7200,
+    "EEST": 10800,
+    "MEZ": 3600,
+    "MESZ": 7200,
+}
 
 
 def parse_date(value: str | None) -> tuple[datetime | None, timedelta | None]:

@@ -28,17 +28,26 @@ _CUT_LINE = re.compile(
     )\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
-_HEADER_FOLLOW = re.compile(r"^\s*\*?(?:Sent|Date|To|Subject|Gesendet|Datum|Envoyé|Enviado|"
-                            r"送信日時|日付|宛先|件名)\*?\s*[:：]", re.IGNORECASE)
+_HEADER_FOLLOW = re.compile(
+    r"^\s*\*?(?:Sent|Date|To|Subject|Gesendet|Datum|Envoyé|Enviado|"
+    r"送信日時|日付|宛先|件名)\*?\s*[:：]",
+    re.IGNORECASE,
+)
 _ON_START = re.compile(r"^(?:On|Am|Le|El)\s", re.IGNORECASE)
 _WROTE_END = re.compile(r"(?:wrote|schrieb|a\s+écrit|escribió)\s*:?\s*$", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 
 
-def strip_quoted(text: str, max_lines: int = 400) -> str:
-    """The message's own text: everything before the first quote/forward/signature marker."""
+def strip_quoted(text: str, max_lines: int = 400, enough: int | None = None) -> str:
+    """The message's own text: everything before the first quote/forward/signature marker.
+
+    With ``enough``, stop once the kept lines hold that many non-space characters: the kept
+    lines are always a prefix of the text, so a caller that needs only the start of the
+    result (the snippet) gets the same start without scanning every line.
+    """
     lines = text.splitlines()[:max_lines]
     kept: list[str] = []
+    have = 0
     for i, line in enumerate(lines):
         stripped = line.strip().lstrip("\ufeff*").rstrip("*")
         if line.rstrip("\r") in ("-- ", "--") or line.startswith(">"):
@@ -56,12 +65,17 @@ def strip_quoted(text: str, max_lines: int = 400) -> str:
         if _ON_START.match(stripped) and i + 1 < len(lines) and _WROTE_END.search(lines[i + 1]):
             break
         kept.append(line)
+        if enough is not None:
+            have += len("".join(line.split()))
+            if have >= enough:
+                break
     return "\n".join(kept).strip()
 
 
 def make_snippet(text: str, length: int = SNIPPET_LENGTH) -> str:
     """About ``length`` characters of the new text, whitespace collapsed."""
-    own = strip_quoted(text[:20000])
+    # +2: the collapsed prefix is then surely longer than ``length``, so the cut is the same.
+    own = strip_quoted(text[:20000], enough=length + 2)
     snippet = _WS.sub(" ", own).strip()
     if len(snippet) > length:
         cut = snippet[:length]

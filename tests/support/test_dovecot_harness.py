@@ -137,11 +137,13 @@ def test_idle_false_removes_idle_capability(start_server: Callable[..., DovecotS
     try:
         assert not client.has_capability("IDLE")  # pre-login capability
         client.login(USER, PASSWORD)
-        client._cached_capabilities = None
-        assert client.capabilities()
-        assert not client.has_capability("IDLE")  # post-login capability
-        assert client.has_capability("UIDPLUS")
-        assert client.has_capability("SPECIAL-USE")
+        assert not client.has_capability("IDLE")  # capabilities sent with LOGIN's OK
+        # Ask the authenticated session explicitly too (bypasses imapclient's cache).
+        typ, data = client._imap.capability()
+        caps = data[0].split()
+        assert typ == "OK"
+        assert b"IDLE" not in caps
+        assert {b"UIDPLUS", b"SPECIAL-USE", b"CONDSTORE"} <= set(caps)
     finally:
         client.logout()
 
@@ -282,3 +284,19 @@ def test_fault_proxy_delay_slows_responses(server: DovecotServer) -> None:
         client.noop()
         assert time.monotonic() - t0 < 0.5
         client.logout()
+
+
+def test_append_many_returns_uids_in_order(server: DovecotServer) -> None:
+    messages = [make_message(i) for i in range(1200)]
+    uids = server.append_many(USER, "Sent", messages, flags=[r"\Seen"], batch_size=500)
+    assert uids == list(range(1, 1201))
+    assert server.message_count(USER, "Sent") == 1200
+    snapshot = server.flags_snapshot(USER, "Sent")
+    assert set(snapshot.values()) == {frozenset({r"\Seen"})}
+    client = login(server)
+    try:
+        client.select_folder("Sent", readonly=True)
+        body = client.fetch([uids[777]], ["BODY.PEEK[]"])[uids[777]][b"BODY[]"]
+    finally:
+        client.logout()
+    assert body == messages[777]

@@ -35,6 +35,8 @@ class StoredMessage(Base):
     envelope_to: Mapped[list[Any]] = mapped_column(default=list)
     client_address: Mapped[str | None] = mapped_column(sa.String(64))
     folder: Mapped[str | None] = mapped_column(sa.String(500))
+    # "sent" for the \\Sent special-use folder (outgoing replies), else "inbox".
+    folder_role: Mapped[str | None] = mapped_column(sa.String(16))
     uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
     uid: Mapped[int | None] = mapped_column(sa.BigInteger)
     raw: Mapped[bytes | None] = deferred(mapped_column(sa.LargeBinary))

@@ -78,8 +78,14 @@ def _from_attached(raw: bytes, depth: int) -> ForwardResult:
     if inner.from_ is None:
         return ForwardResult("unreadable", None, "attached")
     original = OriginalMessage(
-        from_=inner.from_, to=inner.to, cc=inner.cc, date=inner.date, subject=inner.subject,
-        text=inner.text, message_id=inner.message_id, raw=raw,
+        from_=inner.from_,
+        to=inner.to,
+        cc=inner.cc,
+        date=inner.date,
+        subject=inner.subject,
+        text=inner.text,
+        message_id=inner.message_id,
+        raw=raw,
     )
     return ForwardResult("extracted", original, "attached")
 
@@ -110,16 +116,15 @@ def extract_forward_text(
     return _result(block, lines, end, offset)
 
 
-def _result(block: Block, lines: list[tuple[str, str]], end: int,
-            offset: timedelta | None) -> ForwardResult:
+def _result(
+    block: Block, lines: list[tuple[str, str]], end: int, offset: timedelta | None
+) -> ForwardResult:
     layout = "banner" if block.banner else "header_block"
     from_value = block.fields.get("from")
     sender = parse_block_from(from_value) if from_value else None
     if sender is None:
         return ForwardResult("unreadable", None, layout)
-    body_lines = [
-        _strip_quote(q, c, block.quote) for q, c in lines[block.end : end]
-    ]
+    body_lines = [_strip_quote(q, c, block.quote) for q, c in lines[block.end : end]]
     text = "\n".join(body_lines).strip("\n").strip()
     original = OriginalMessage(
         from_=sender,

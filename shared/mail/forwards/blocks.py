@@ -127,8 +127,9 @@ def find_blocks(lines: list[tuple[str, str]], max_blocks: int = 50) -> list[Bloc
         if ("from" in fields and (others >= 2 or ((is_fwd or is_other) and others >= 1))) or (
             is_fwd and k > j
         ):
-            blocks.append(Block(fields, start, k, lines[j][0] if j < n else quote, is_fwd,
-                                is_fwd or is_other))
+            blocks.append(
+                Block(fields, start, k, lines[j][0] if j < n else quote, is_fwd, is_fwd or is_other)
+            )
             i = max(k, i + 1)
             continue
         if is_fwd:

@@ -35,17 +35,44 @@ for _num, _names in enumerate(
         _MONTHS[_name] = _num
 
 _ZONES = {
-    "utc": 0, "gmt": 0, "z": 0, "ut": 0, "wet": 0, "bst": 60, "west": 60, "cet": 60,
-    "mez": 60, "cest": 120, "mesz": 120, "eet": 120, "oez": 120, "eest": 180, "oesz": 180,
-    "msk": 180, "ist": 330, "jst": 540, "kst": 540, "aest": 600, "aedt": 660, "est": -300,
-    "edt": -240, "cst": -360, "cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420,
-    "akst": -540, "hst": -600,
+    "utc": 0,
+    "gmt": 0,
+    "z": 0,
+    "ut": 0,
+    "wet": 0,
+    "bst": 60,
+    "west": 60,
+    "cet": 60,
+    "mez": 60,
+    "cest": 120,
+    "mesz": 120,
+    "eet": 120,
+    "oez": 120,
+    "eest": 180,
+    "oesz": 180,
+    "msk": 180,
+    "ist": 330,
+    "jst": 540,
+    "kst": 540,
+    "aest": 600,
+    "aedt": 660,
+    "est": -300,
+    "edt": -240,
+    "cst": -360,
+    "cdt": -300,
+    "mst": -420,
+    "mdt": -360,
+    "pst": -480,
+    "pdt": -420,
+    "akst": -540,
+    "hst": -600,
 }
 _JA_DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _NUM_DATE = re.compile(r"\b(\d{1,2})([./])(\d{1,2})\2(\d{4}|\d{2})\b")
-_TIME = re.compile(r"\b(\d{1,2})[:h](\d{2})(?::(\d{2}))?(?:\s*(a\.?m\.?|p\.?m\.?|午前|午後))?",
-                   re.IGNORECASE)
+_TIME = re.compile(
+    r"\b(\d{1,2})[:h](\d{2})(?::(\d{2}))?(?:\s*(a\.?m\.?|p\.?m\.?|午前|午後))?", re.IGNORECASE
+)
 _JA_AMPM = re.compile(r"(午前|午後)\s*(\d{1,2})[:時]")
 _OFFSET = re.compile(r"(?:\b(?:utc|gmt)\s*)?([+-])(\d{1,2})(?::?(\d{2}))?\s*$|([+-])(\d{4})\b")
 _UTC_OFFSET = re.compile(r"\b(?:utc|gmt)\s*([+-])(\d{1,2})(?::?(\d{2}))?\b")

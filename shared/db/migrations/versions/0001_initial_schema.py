@@ -312,6 +312,7 @@ def upgrade() -> None:
         sa.Column("envelope_to", shared.db.base.JSONValue(), nullable=False),
         sa.Column("client_address", sa.String(length=64), nullable=True),
         sa.Column("folder", sa.String(length=500), nullable=True),
+        sa.Column("folder_role", sa.String(length=16), nullable=True),
         sa.Column("uidvalidity", sa.BigInteger(), nullable=True),
         sa.Column("uid", sa.BigInteger(), nullable=True),
         sa.Column("raw", sa.LargeBinary(), nullable=True),

@@ -1,0 +1,112 @@
+"""The SMTP server: aiosmtpd's protocol with enhanced replies, connection bounds and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import Counter
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from gateway.smtp import replies
+from gateway.smtp.handler import IntakeHandler
+
+log = logging.getLogger("inboxlog.gateway")
+
+HOSTNAME = "inboxlog"
+
+
+class IntakeSMTP(SMTP):
+    """aiosmtpd's SMTP with enhanced status codes and a bound on connections per client."""
+
+    # Real mail breaks RFC 5321's 1,000-octet line limit (unwrapped HTML, long base64); refusing
+    # it would lose mail, so DATA lines may be long. The message size limit still applies.
+    line_length_limit = 1 << 20
+
+    def __init__(
+        self, handler: IntakeHandler, *, connections: Counter, max_per_client: int, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections, self._max_per_client = connections, max_per_client
+        self._client: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if peer else None
+        self._connections[self._client] += 1
+        super().connection_made(transport)
+        if self._connections[self._client] > self._max_per_client:
+            transport.write((replies.TOO_MANY_CONNECTIONS + "\r\n").encode())  # type: ignore[attr-defined]
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._connections.get(self._client):
+            self._connections[self._client] -= 1
+            if self._connections[self._client] <= 0:
+                del self._connections[self._client]
+        self.event_handler.transactions.discard(id(self.session))
+        super().connection_lost(exc)
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = replies.rewrite(status)
+        await super().push(status)
+
+
+class GatewayServer:
+    def __init__(
+        self,
+        handler: IntakeHandler,
+        *,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        idle_timeout: float,
+        tls_context: ssl.SSLContext | None = None,
+        max_connections_per_client: int = 20,
+    ) -> None:
+        self.handler, self.host, self.port = handler, host, port
+        self.max_bytes, self.idle_timeout, self.tls_context = (
+            max_message_bytes,
+            idle_timeout,
+            tls_context,
+        )
+        self.max_per_client = max_connections_per_client
+        self.connections: Counter = Counter()
+        self.server: asyncio.base_events.Server | None = None
+
+    def _factory(self) -> IntakeSMTP:
+        return IntakeSMTP(
+            self.handler,
+            connections=self.connections,
+            max_per_client=self.max_per_client,
+            data_size_limit=self.max_bytes,
+            enable_SMTPUTF8=True,
+            hostname=HOSTNAME,
+            ident="inboxlog ESMTP",
+            timeout=self.idle_timeout,
+            tls_context=self.tls_context,
+            require_starttls=False,
+            decode_data=False,
+        )
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._factory, host=self.host, port=self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info("SMTP gateway listening on %s:%s", self.host, self.port)
+        return self.port
+
+    async def drain_and_stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let open transactions (MAIL through end of DATA) finish, then close."""
+        if self.server is None:
+            return
+        self.server.close()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.handler.transactions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        log.info(
+            "SMTP gateway stopped (transactions open at close: %s)", len(self.handler.transactions)
+        )

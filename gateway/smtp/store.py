@@ -1,0 +1,121 @@
+"""Durable storage off the event loop, with group commit across concurrent SMTP sessions.
+
+Concurrent DATA commands hand their messages to one writer thread, which stores everything
+waiting in a single transaction: one commit (one fsync) answers many sessions, and nobody gets
+a 250 before their message is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.intake import IncomingMessage, store_messages
+from shared.queueing import TaskSender
+
+log = logging.getLogger("inboxlog.gateway")
+
+_Pending = tuple[Sequence[IncomingMessage], asyncio.Future, asyncio.AbstractEventLoop]
+
+
+class GroupCommitStore:
+    def __init__(self, sessions: sessionmaker[Session], max_batch: int = 128) -> None:
+        self.sessions, self.max_batch = sessions, max_batch
+        self._q: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="inboxlog-store", daemon=True)
+        self._thread.start()
+
+    async def store(self, items: Sequence[IncomingMessage]) -> list[int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._q.put((items, fut, loop))
+        return await fut
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self.sessions() as session, session.begin():
+                results = [store_messages(session=session, items=items) for items, _, _ in batch]
+        except Exception as exc:
+            log.warning("storing %s messages failed: %s", len(batch), type(exc).__name__)
+            for _, fut, loop in batch:
+                loop.call_soon_threadsafe(_set_exception, fut, exc)
+            return
+        for (_, fut, loop), ids in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_set_result, fut, ids)
+
+
+def _set_result(fut: asyncio.Future, value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class Enqueuer:
+    """Publishes stored ids in the background; while the broker is down it backs off and
+    leaves the rows to the sweeper, so intake never waits for the broker."""
+
+    def __init__(self, sender: TaskSender, pause_after_failure: float = 5.0) -> None:
+        self.sender, self.pause = sender, pause_after_failure
+        self._q: queue.Queue[int | None] = queue.Queue()
+        self._down_until = 0.0
+        self._thread = threading.Thread(target=self._run, name="inboxlog-enqueue", daemon=True)
+        self._thread.start()
+
+    def submit(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self._q.put(i)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            if time.monotonic() < self._down_until:
+                continue  # broker known down: the sweeper will enqueue these rows
+            if self.sender.process(batch) < len(batch):
+                self._down_until = time.monotonic() + self.pause

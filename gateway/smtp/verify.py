@@ -1,0 +1,98 @@
+"""Sender verification for the account intake addresses (§6): known sender, DKIM, trusted A-R.
+
+DKIM uses dkimpy; its DNS lookups go through an injectable ``dnsfunc`` so tests need no DNS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+import dkim
+
+from shared.mail.addresses import parse_address, registrable_domain
+
+log = logging.getLogger("inboxlog.gateway")
+
+DnsFunc = Callable[..., bytes | None]
+
+
+def header_from(raw: bytes) -> str | None:
+    """The normalized From address, from the header block only."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    values = headers.get_all("From") or []
+    if len(values) != 1:  # RFC 5322 allows exactly one From; anything else is not trusted
+        return None
+    addr = parse_address(str(values[0]))
+    return addr.address if addr else None
+
+
+def _aligned(signing_domain: str, from_domain: str) -> bool:
+    """Relaxed alignment: same organizational domain (RFC 7489 §3.1.1)."""
+    signing_domain, from_domain = signing_domain.lower().rstrip("."), from_domain.lower()
+    if signing_domain == from_domain:
+        return True
+    return (registrable_domain(signing_domain) or signing_domain) == (
+        registrable_domain(from_domain) or from_domain
+    )
+
+
+def dkim_pass(raw: bytes, from_domain: str, dnsfunc: DnsFunc | None = None) -> bool:
+    """True when one DKIM signature verifies and its d= aligns with the From domain."""
+    count = len(re.findall(rb"(?im)^dkim-signature\s*:", raw[:262144]))
+    for idx in range(count):
+        verifier = dkim.DKIM(raw)
+        try:
+            ok = verifier.verify(idx=idx, dnsfunc=dnsfunc) if dnsfunc else verifier.verify(idx=idx)
+        except dkim.DKIMException as exc:
+            log.info("dkim signature %s invalid: %s", idx, type(exc).__name__)
+            continue
+        domain = (verifier.domain or b"").decode("ascii", "replace")
+        if ok and _aligned(domain, from_domain):
+            return True
+    return False
+
+
+_RESULT = re.compile(r"\b(dkim|dmarc)\s*=\s*(\w+)((?:\s+[\w.]+\s*=\s*[^\s;]+)*)", re.IGNORECASE)
+
+
+def trusted_auth_results_pass(raw: bytes, from_domain: str, trusted: frozenset[str]) -> bool:
+    """A dmarc=pass, or an aligned dkim=pass, in an Authentication-Results from a trusted id."""
+    if not trusted:
+        return False
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    for value in headers.get_all("Authentication-Results") or []:
+        text = " ".join(str(value).split())
+        authserv = text.split(";", 1)[0].strip().split()[0].lower() if text else ""
+        if authserv not in trusted:
+            continue
+        for method, result, props in _RESULT.findall(text):
+            if result.lower() != "pass":
+                continue
+            if method.lower() == "dmarc":
+                return True
+            m = re.search(r"header\.d\s*=\s*([^\s;]+)", props, re.IGNORECASE)
+            if m and _aligned(m.group(1), from_domain):
+                return True
+    return False
+
+
+def sender_allowed(
+    raw: bytes,
+    policy_mode: str,
+    active_senders: frozenset[str],
+    trusted: frozenset[str],
+    dnsfunc: DnsFunc | None = None,
+) -> bool:
+    if policy_mode == "off":
+        return True
+    sender = header_from(raw)
+    if sender is None or sender not in active_senders:
+        return False
+    if policy_mode == "known_sender":
+        return True
+    domain = sender.rpartition("@")[2]
+    return trusted_auth_results_pass(raw, domain, trusted) or dkim_pass(raw, domain, dnsfunc)

@@ -1,0 +1,46 @@
+"""Starts a Celery worker for the intake queue, with the sweeper in its main process."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from inboxlog.runtime import Runtime
+from shared.queueing import QUEUE_INTAKE, TaskSender
+from worker.celery_app import create_celery
+from worker.sweeper import Sweeper
+
+
+def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
+    app = create_celery(rt.settings)
+    sweeper = Sweeper(rt.sessions, TaskSender(rt.settings), rt.settings.sweep_after_seconds)
+
+    # Started once the pool has forked, so no child inherits the sweeper's thread or connections.
+    @worker_ready.connect(weak=False)
+    def _start_sweeper(**_: Any) -> None:
+        sweeper.start()
+
+    @worker_shutdown.connect(weak=False)
+    def _stop_sweeper(**_: Any) -> None:
+        sweeper.stop()
+
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            QUEUE_INTAKE,
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            rt.settings.log_level,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            f"inboxlog-{QUEUE_INTAKE}-{os.getpid()}@%h",
+        ]
+    )

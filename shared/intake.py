@@ -1,0 +1,90 @@
+"""Durable hand-off of raw messages: the one path by which mail enters the system.
+
+The gateway and the pollers store the raw bytes and the envelope in one transaction, and only
+then acknowledge (SMTP 250) or advance a cursor (IMAP). Processing starts from the row's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import StoredMessage
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    account_id: int
+    source: str  # bcc | forward | team | personal
+    raw: bytes
+    envelope_from: str | None = None
+    envelope_to: tuple[str, ...] = ()
+    client_address: str | None = None
+    inbox_id: int | None = None
+    connection_id: int | None = None
+    folder: str | None = None
+    folder_role: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _row(item: IncomingMessage) -> dict:
+    now = utcnow()
+    return {
+        "account_id": item.account_id,
+        "source": item.source,
+        "raw": item.raw,
+        "raw_size": len(item.raw),
+        "envelope_from": item.envelope_from,
+        "envelope_to": list(item.envelope_to),
+        "client_address": item.client_address,
+        "inbox_id": item.inbox_id,
+        "connection_id": item.connection_id,
+        "folder": item.folder,
+        "folder_role": item.folder_role,
+        "uidvalidity": item.uidvalidity,
+        "uid": item.uid,
+        "status": "stored",
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+    }
+
+
+def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int | None]:
+    """Insert the rows; returns their ids (None where an IMAP message was already stored)."""
+    ids: list[int | None] = []
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    for item in items:
+        stmt = insert(StoredMessage).values(**_row(item))
+        if item.uid is not None:
+            stmt = stmt.on_conflict_do_nothing(
+                index_elements=["connection_id", "folder", "uidvalidity", "uid"]
+            )
+        ids.append(session.execute(stmt.returning(StoredMessage.id)).scalar_one_or_none())
+    return ids
+
+
+def stale_ids(*, session: Session, older_than_seconds: float, limit: int = 1000) -> list[int]:
+    """Stored or stuck-in-processing rows not touched for a while: the sweeper re-enqueues them."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    q = (
+        sa.select(StoredMessage.id)
+        .where(
+            StoredMessage.status.in_(("stored", "processing")), StoredMessage.updated_at < cutoff
+        )
+        .order_by(StoredMessage.id)
+        .limit(limit)
+    )
+    return list(session.scalars(q))

@@ -1,0 +1,79 @@
+"""Celery wiring shared by every process: task names, queues, configuration, and a task sender.
+
+The gateway and pollers enqueue by task *name* (``send_task``), so they never import worker code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from shared.config import Settings
+
+log = logging.getLogger("inboxlog.queue")
+
+TASK_PROCESS = "inboxlog.process_message"
+QUEUE_INTAKE = "intake"
+QUEUES = (QUEUE_INTAKE,)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Reliability settings from Celery's own guide: late acks, prefetch 1, reject on loss."""
+    url = settings.effective_broker_url
+    transport_options: dict[str, Any] = {}
+    if url.startswith("redis"):
+        # Unacked tasks come back after this long if a worker vanished; the sweeper is faster.
+        transport_options["visibility_timeout"] = 3600
+    return {
+        "broker_url": url,
+        "broker_transport_options": transport_options,
+        "broker_connection_timeout": 3,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE_INTAKE,
+        "task_routes": {TASK_PROCESS: {"queue": QUEUE_INTAKE}},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
+
+class TaskSender:
+    """Publishes stored-message ids; a broker outage is logged and left to the sweeper."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = Celery("inboxlog-sender", set_as_current=False)
+        self.app.conf.update(celery_config(settings))
+        # Fail fast instead of blocking intake: the row is already durable.
+        self.app.conf.task_publish_retry = False
+
+    def process(self, stored_ids: Iterable[int]) -> int:
+        """Enqueue each id; return how many were published."""
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for stored_id in stored_ids:
+                    self.app.send_task(
+                        TASK_PROCESS,
+                        args=[stored_id],
+                        queue=QUEUE_INTAKE,
+                        producer=producer,
+                        retry=False,
+                    )
+                    sent += 1
+        except Exception as exc:  # broker down: the sweeper re-enqueues stored rows
+            log.warning("enqueue deferred to the sweeper: %s", type(exc).__name__)
+        return sent
+
+    def ping(self) -> None:
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)

@@ -1,0 +1,47 @@
+"""The state one message carries through the stages, and the collaborators stages may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.account_settings import AccountSettings
+from shared.mail import ParsedMessage
+from shared.mail.forwards import ForwardResult
+from shared.rules.logging_decision import AccountFacts, LoggingDecision, MessageFacts
+
+
+@dataclass
+class Deps:
+    sessions: sessionmaker[Session]
+
+
+@dataclass
+class Job:
+    stored_id: int
+    # Filled by claim.
+    account_id: int = 0
+    source: str = ""
+    inbox_id: int | None = None
+    connection_id: int | None = None
+    folder_role: str | None = None
+    raw: bytes = b""
+    received_at: Any = None
+    attempts: int = 0
+    finished: bool = False  # already processed: nothing left to do
+    # Filled by understand.
+    parsed: ParsedMessage | None = None
+    forward: ForwardResult | None = None
+    content: Any = None  # EmailContent, or None for an unreadable forward
+    # Filled by gather/route/decide.
+    settings: AccountSettings | None = None
+    account: AccountFacts | None = None
+    facts: MessageFacts | None = None
+    routing: Any = None
+    decision: LoggingDecision | None = None
+    # Filled by record.
+    email_id: int | None = None
+    outcome: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
