@@ -8,7 +8,6 @@ import email
 import email.policy
 import gc
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,16 +32,40 @@ def baseline(raw: bytes) -> object:
 def public_corpus() -> list[bytes]:
     if not CORPUS.is_dir():
         return []
-    return [p.read_bytes() for p in sorted(CORPUS.rglob("*")) if p.is_file()
-            and "crisp-email-forward-parser" not in p.parts
-            and not p.name.startswith(("LICENSE", "README", "COPYING"))
-            and p.suffix not in (".md", ".json")]
+    return [
+        p.read_bytes()
+        for p in sorted(CORPUS.rglob("*"))
+        if p.is_file()
+        and "crisp-email-forward-parser" not in p.parts
+        and not p.name.startswith(("LICENSE", "README", "COPYING"))
+        and p.suffix not in (".md", ".json")
+    ]
 
 
 def generated(n: int, seed: int = 7) -> list[bytes]:
     rnd = random.Random(seed)
-    words = ["quote", "order", "invoice", "meeting", "schedule", "delivery", "price", "contract", "team"]
-    ja = ["見積", "注文", "請求書", "会議", "予定", "納品", "価格", "契約", "よろしくお願いいたします"]
+    words = [
+        "quote",
+        "order",
+        "invoice",
+        "meeting",
+        "schedule",
+        "delivery",
+        "price",
+        "contract",
+        "team",
+    ]
+    ja = [
+        "見積",
+        "注文",
+        "請求書",
+        "会議",
+        "予定",
+        "納品",
+        "価格",
+        "契約",
+        "よろしくお願いいたします",
+    ]
     out = []
     for i in range(n):
         japanese = rnd.random() < 0.3
@@ -50,25 +73,42 @@ def generated(n: int, seed: int = 7) -> list[bytes]:
         if japanese:
             text = "".join(rnd.choice(ja) for _ in range(size // 6)) + "\n"
             body = text.encode("iso2022_jp", "ignore")
-            subj = "=?ISO-2022-JP?B?" + base64.b64encode("お見積りの件".encode("iso2022_jp")).decode() + "?="
+            subj = (
+                "=?ISO-2022-JP?B?"
+                + base64.b64encode("お見積りの件".encode("iso2022_jp")).decode()
+                + "?="
+            )
             ctype, cte = "text/plain; charset=ISO-2022-JP", "7bit"
         else:
             words_n = size // 7
             text = " ".join(rnd.choice(words) for _ in range(words_n))
-            body = "\n".join(text[j:j + 72] for j in range(0, len(text), 72)).encode()
+            body = "\n".join(text[j : j + 72] for j in range(0, len(text), 72)).encode()
             subj = f"Re: {rnd.choice(words)} #{i}"
             ctype, cte = "text/plain; charset=utf-8", "8bit"
-        head = (f"From: Sender {i} <s{i}@example.com>\r\nTo: team@ours.example, a{i}@x.example\r\n"
-                f"Subject: {subj}\r\nDate: Tue, 04 Mar 2025 14:06:07 +0900\r\n"
-                f"Message-ID: <gen-{i}@example.com>\r\nMIME-Version: 1.0\r\n")
+        head = (
+            f"From: Sender {i} <s{i}@example.com>\r\nTo: team@ours.example, a{i}@x.example\r\n"
+            f"Subject: {subj}\r\nDate: Tue, 04 Mar 2025 14:06:07 +0900\r\n"
+            f"Message-ID: <gen-{i}@example.com>\r\nMIME-Version: 1.0\r\n"
+        )
         if rnd.random() < 0.1:
             att = base64.encodebytes(rnd.randbytes(rnd.randint(20_000, 1_000_000)))
-            raw = (head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-                   f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").encode()
-            raw += body + (b"\r\n--b\r\nContent-Type: application/pdf; name=\"doc.pdf\"\r\n"
-                           b"Content-Transfer-Encoding: base64\r\n\r\n") + att + b"--b--\r\n"
+            raw = (
+                head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+                f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+            ).encode()
+            raw += (
+                body
+                + (
+                    b'\r\n--b\r\nContent-Type: application/pdf; name="doc.pdf"\r\n'
+                    b"Content-Transfer-Encoding: base64\r\n\r\n"
+                )
+                + att
+                + b"--b--\r\n"
+            )
         else:
-            raw = (head + f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").encode()
+            raw = (
+                head + f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+            ).encode()
             raw += body
         out.append(raw)
     return out
@@ -83,10 +123,23 @@ def rate(fn: Callable[[bytes], object], msgs: list[bytes]) -> float:
 
 def big_message() -> bytes:
     big_att = base64.encodebytes(random.Random(1).randbytes(18_500_000))
-    return (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
-            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
-            b"hello\r\n--b\r\nContent-Type: application/zip; name=\"big.zip\"\r\n"
-            b"Content-Transfer-Encoding: base64\r\n\r\n" + big_att + b"--b--\r\n")
+    return (
+        b"From: a@example.com\r\nTo: b@example.com\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+        b'hello\r\n--b\r\nContent-Type: application/zip; name="big.zip"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + big_att + b"--b--\r\n"
+    )
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident set (Linux VmHWM, reset by exec unlike ru_maxrss), bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def peak_here(side: str, path: str) -> tuple[int, int]:
@@ -97,12 +150,12 @@ def peak_here(side: str, path: str) -> tuple[int, int]:
     fn = parse_message if side == "ours" else baseline
     raw = Path(path).read_bytes()
     gc.collect()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _vm_hwm()
     tracemalloc.start()
     result = fn(raw)
     _, top = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
+    rss = _vm_hwm() - rss0
     del result
     return top, rss
 
@@ -112,8 +165,12 @@ def peak(side: str, raw: bytes) -> tuple[int, int]:
     with tempfile.NamedTemporaryFile(suffix=".eml") as f:
         f.write(raw)
         f.flush()
-        out = subprocess.run([sys.executable, __file__, "--peak", side, f.name], check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, __file__, "--peak", side, f.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
     return int(out[0]), int(out[1])
 
 
@@ -122,8 +179,13 @@ def main() -> None:
     pub = public_corpus()
     if pub:
         parse_message(pub[0])
-        rows.append((f"public corpus ({len(pub)} msgs), msg/s", rate(parse_message, pub),
-                     rate(baseline, pub)))
+        rows.append(
+            (
+                f"public corpus ({len(pub)} msgs), msg/s",
+                rate(parse_message, pub),
+                rate(baseline, pub),
+            )
+        )
     gen = generated(10_000)
     rows.append(("generated 10,000 msgs, msg/s", rate(parse_message, gen), rate(baseline, gen)))
     big = big_message()
@@ -132,10 +194,14 @@ def main() -> None:
     print(f"{'measure':44} {'inboxlog':>12} {'baseline':>12} {'ratio':>7}")
     for name, ours, base in rows:
         print(f"{name:44} {ours:12.0f} {base:12.0f} {ours / base:7.2f}")
-    print(f"{f'peak memory, {mb:.1f} MB message (MB)':44} {p_ours / 1e6:12.1f} {p_base / 1e6:12.1f}"
-          f" {p_ours / len(big):6.2f}x size (baseline {p_base / len(big):.2f}x)")
-    print(f"{'  max RSS growth, same parse (MB)':44} {rss_ours / 1e6:12.1f} {rss_base / 1e6:12.1f}"
-          f" {rss_ours / len(big):6.2f}x size (baseline {rss_base / len(big):.2f}x)")
+    print(
+        f"{f'peak memory, {mb:.1f} MB message (MB)':44} {p_ours / 1e6:12.1f} {p_base / 1e6:12.1f}"
+        f" {p_ours / len(big):6.2f}x size (baseline {p_base / len(big):.2f}x)"
+    )
+    print(
+        f"{'  max RSS growth, same parse (MB)':44} {rss_ours / 1e6:12.1f} {rss_base / 1e6:12.1f}"
+        f" {rss_ours / len(big):6.2f}x size (baseline {rss_base / len(big):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

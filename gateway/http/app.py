@@ -6,9 +6,18 @@ from fastapi import FastAPI
 
 from gateway.http import errors
 from gateway.http.context import ApiContext
-from gateway.http.routes import accounts, connections, crm, emails, health, inboxes, users
+from gateway.http.routes import (
+    accounts,
+    connections,
+    conversations,
+    crm,
+    emails,
+    health,
+    inboxes,
+    users,
+)
 
-ROUTERS = (health, accounts, users, inboxes, connections, crm, emails)
+ROUTERS = (health, accounts, users, inboxes, connections, crm, emails, conversations)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

@@ -7,7 +7,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.db.models import Account, Company, Contact, Decision, LoggedEmail, TeamInbox, User
+from shared.db.models import (
+    Account,
+    Company,
+    Contact,
+    Conversation,
+    Decision,
+    LoggedEmail,
+    TeamInbox,
+    User,
+)
 from shared.services.accounts import intake_address, settings_of
 from shared.services.inboxes import member_ids
 
@@ -130,4 +139,18 @@ def decision_view(d: Decision) -> dict[str, Any]:
         "codes": d.codes,
         "email_id": d.email_id,
         "participants": d.participants,
+    }
+
+
+def conversation_view(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "inbox_id": c.inbox_id,
+        "subject": c.subject,
+        "status": c.status,
+        "assignee_id": c.assignee_id,
+        "tags": c.tags or [],
+        "contact_ids": c.contact_ids or [],
+        "message_count": c.message_count,
+        "last_message_at": iso(c.last_message_at),
     }

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 
 from shared.mail.headers import decode_header_value
-from shared.mail.mime import Leaf, decode_payload, get_param, part_bytes
+from shared.mail.mime import Leaf, decode_payload, get_param
 from shared.mail.model import Attachment
+from shared.mail.serialize import part_bytes
 
 _REPORT_TYPES = frozenset(
     {
@@ -57,7 +58,10 @@ def is_attachment(leaf: Leaf) -> bool:
     return disposition_of(leaf) == "attachment" or filename_of(leaf) is not None
 
 
-def extract_attachments(leaves: list[Leaf], defects: list[str]) -> tuple[Attachment, ...]:
+def extract_attachments(
+    leaves: list[Leaf], defects: list[str], serialized: dict[int, bytes] | None = None
+) -> tuple[Attachment, ...]:
+    """§7 attachments; ``serialized`` shares attached messages' bytes with the caller."""
     out: list[Attachment] = []
     for leaf in leaves:
         if leaf.depth == 0 or not is_attachment(leaf):
@@ -67,7 +71,7 @@ def extract_attachments(leaves: list[Leaf], defects: list[str]) -> tuple[Attachm
             break
         if leaf.content_type.startswith("message/"):
             data = (
-                part_bytes(leaf.part._payload[0])
+                part_bytes(leaf.part._payload[0], serialized)
                 if _has_sub(leaf)
                 else decode_payload(leaf.part, defects)
             )

@@ -219,14 +219,3 @@ def _b64(data: bytes | str, defects: list[str]) -> bytes:
         return binascii.a2b_base64(clean)
     except (binascii.Error, ValueError):
         return b""
-
-
-def part_bytes(part: Message) -> bytes:
-    """Serialize a (sub)message back to bytes, e.g. an attached message/rfc822."""
-    try:
-        return part.as_bytes(policy=compat32)
-    except Exception:  # generator on malformed trees: fall back to the header block
-        try:
-            return "".join(f"{k}: {v}\n" for k, v in part.items()).encode("utf-8", "replace")
-        except Exception:  # give up on this part's bytes
-            return b""

@@ -20,9 +20,10 @@ from shared.mail.classify import classify, is_noreply_address
 from shared.mail.dates import parse_date
 from shared.mail.headers import decode_header_value
 from shared.mail.ids import clean_message_id, parse_references
-from shared.mail.mime import Leaf, parse_tree, part_bytes, walk
+from shared.mail.mime import Leaf, parse_tree, walk
 from shared.mail.model import Address, Attachment, BounceInfo
 from shared.mail.quotes import make_snippet
+from shared.mail.serialize import part_bytes
 
 MAX_RECIPIENTS = 1000
 MAX_HEADER_OCCURRENCES = 200
@@ -112,7 +113,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
     subject = decode_header_value(first("subject"))
     date, offset = parse_date(first("date"))
     body = extract_body(leaves, defects)
-    attachments = extract_attachments(leaves, defects)
+    serialized: dict[int, bytes] = {}  # attached messages are serialized once
+    attachments = extract_attachments(leaves, defects, serialized)
     dsn = is_dsn(root)
 
     def get(name: str) -> tuple[str, ...]:
@@ -150,7 +152,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         kind=kind,
         bounce=bounce,
         defects=tuple(dict.fromkeys(defects)),
-        attached_messages=_attached_messages(leaves),
+        attached_messages=_attached_messages(leaves, serialized),
         _headers=headers,
     )
 
@@ -166,7 +168,7 @@ def _headers(root: Message) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _attached_messages(leaves: list[Leaf]) -> tuple[bytes, ...]:
+def _attached_messages(leaves: list[Leaf], serialized: dict[int, bytes]) -> tuple[bytes, ...]:
     out: list[bytes] = []
     for leaf in leaves:
         if (
@@ -177,7 +179,7 @@ def _attached_messages(leaves: list[Leaf]) -> tuple[bytes, ...]:
         ):
             payload = leaf.part._payload
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                out.append(part_bytes(payload[0]))
+                out.append(part_bytes(payload[0], serialized))
         if len(out) >= 5:
             break
     return tuple(out)

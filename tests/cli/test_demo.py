@@ -11,8 +11,14 @@ from tests.support.processes import free_port, inboxlog_env
 
 def test_demo_shows_the_whole_path(tmp_path: Path) -> None:
     env = inboxlog_env(INBOXLOG_SMTP_PORT=str(free_port()), INBOXLOG_HTTP_PORT=str(free_port()))
-    out = subprocess.run([sys.executable, "-m", "inboxlog", "demo"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-m", "inboxlog", "demo"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "sent 5 messages over SMTP" in text

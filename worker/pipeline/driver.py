@@ -24,6 +24,8 @@ from worker.pipeline.decide import decide
 from worker.pipeline.gather import gather
 from worker.pipeline.job import Deps, Job
 from worker.pipeline.record import record
+from worker.pipeline.route import route
+from worker.pipeline.threading import thread
 from worker.pipeline.understand import understand
 
 log = logging.getLogger("inboxlog.pipeline")
@@ -39,6 +41,8 @@ def stages(logging_domain: str) -> tuple[tuple[str, Stage], ...]:
         ("claim", claim),
         ("understand", understand),
         ("gather", partial(gather, logging_domain=logging_domain)),
+        ("thread", thread),
+        ("route", route),
         ("decide", decide),
         ("record", record),
     )

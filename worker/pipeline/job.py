@@ -39,7 +39,8 @@ class Job:
     settings: AccountSettings | None = None
     account: AccountFacts | None = None
     facts: MessageFacts | None = None
-    routing: Any = None
+    thread: Any = None  # ThreadMatch for team mail
+    routing: Any = None  # RoutingResult for a new team conversation
     decision: LoggingDecision | None = None
     # Filled by record.
     email_id: int | None = None

@@ -28,6 +28,7 @@ from shared.db.upsert import insert_ignore
 from shared.mail import Address
 from shared.rules import codes as c
 from shared.services.crm import company_domain_for, get_or_create_company
+from worker.pipeline.conversations import attach
 from worker.pipeline.job import Deps, Job
 
 
@@ -92,7 +93,6 @@ def _insert_email(session: Session, job: Job) -> tuple[int, bool]:
         "forwarded_by_user_id": d.acting_user_id if job.source == "forward" else None,
         "logged_by_user_id": d.logged_by_user_id,
         "visibility": "account",
-        "conversation_id": getattr(job.routing, "conversation_id", None),
         "snippet": content.snippet,
         "text": content.text,
         "html": content.html,
@@ -182,6 +182,12 @@ def record(job: Job, deps: Deps) -> None:
                 ["email_id", "stored_message_id"],
             )
             _associate(session, job, email_id)
+            if job.source == "team" and d.keep_in_conversation and job.inbox_id is not None:
+                current = session.scalar(
+                    sa.select(LoggedEmail.conversation_id).where(LoggedEmail.id == email_id)
+                )
+                if current is None:
+                    attach(session, job, email_id)
             job.email_id = email_id
         content = job.content
         session.add(

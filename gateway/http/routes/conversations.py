@@ -1,0 +1,111 @@
+"""Team-inbox conversations and the routing-rules dry run."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.http.deps import PageDep, SessionDep, UserDep
+from gateway.http.views import conversation_view, email_summary
+from shared.db.models import Contact, User
+from shared.mail import parse_message
+from shared.rules.routing import RoutingFacts, route
+from shared.services import conversations as svc
+from shared.services.inboxes import get_inbox, get_rules
+
+router = APIRouter(tags=["conversations"])
+
+
+class ConversationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "closed"] | None = None
+    assignee_id: int | None = None
+
+
+class RawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    raw: str = Field(min_length=1, max_length=5_000_000)
+
+
+@router.get("/v1/inboxes/{inbox_id}/conversations")
+def list_conversations(
+    inbox_id: int,
+    session: SessionDep,
+    p: UserDep,
+    pg: PageDep,
+    status: Literal["open", "closed"] | None = None,
+    assignee_id: int | None = None,
+) -> dict:
+    found = svc.list_conversations(
+        session=session,
+        principal=p,
+        inbox_id=inbox_id,
+        status=status,
+        assignee_id=assignee_id,
+        limit=pg.limit,
+        offset=pg.offset,
+    )
+    return {"items": [conversation_view(c) for c in found]}
+
+
+@router.get("/v1/conversations/{conversation_id}")
+def get_conversation(conversation_id: int, session: SessionDep, p: UserDep) -> dict:
+    conv = svc.get_conversation(session=session, principal=p, conversation_id=conversation_id)
+    messages = svc.messages_of(session=session, conversation_id=conv.id)
+    return {**conversation_view(conv), "messages": [email_summary(m) for m in messages]}
+
+
+@router.patch("/v1/conversations/{conversation_id}")
+def patch_conversation(
+    conversation_id: int, body: ConversationPatch, session: SessionDep, p: UserDep
+) -> dict:
+    fields = {k: getattr(body, k) for k in body.model_fields_set}
+    if "status" in fields and fields["status"] is None:
+        fields.pop("status")
+    conv = svc.update_conversation(
+        session=session, principal=p, conversation_id=conversation_id, fields=fields
+    )
+    return conversation_view(conv)
+
+
+@router.post("/v1/inboxes/{inbox_id}/rules/test")
+def test_rules(inbox_id: int, body: RawIn, session: SessionDep, p: UserDep) -> dict:
+    """Which rule would fire on this raw message, and why each earlier one did not."""
+    inbox = get_inbox(session=session, principal=p, inbox_id=inbox_id)
+    pm = parse_message(body.raw.encode("utf-8", "surrogateescape"))
+    sender = pm.from_.address if pm.from_ else None
+    contact = (
+        session.scalar(
+            sa.select(Contact).where(
+                Contact.account_id == inbox.account_id, Contact.email == sender
+            )
+        )
+        if sender
+        else None
+    )
+    active = frozenset(
+        session.scalars(
+            sa.select(User.id).where(User.account_id == inbox.account_id, User.active.is_(True))
+        )
+    )
+    facts = RoutingFacts(
+        from_address=sender,
+        to_addresses=frozenset(a.address for a in (*pm.to, *pm.cc, *pm.delivered_to)),
+        subject=pm.subject,
+        body=pm.text,
+        headers=pm.header,
+        is_contact=contact is not None,
+        contact_owner_id=contact.owner_id if contact else None,
+        active_user_ids=active,
+    )
+    result = route(get_rules(session=session, inbox_id=inbox.id), facts)
+    return {
+        "matched": result.matched,
+        "rule_name": result.rule_name,
+        "action": result.action,
+        "tags": list(result.tags),
+        "trace": list(result.trace),
+    }

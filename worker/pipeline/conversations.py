@@ -1,0 +1,95 @@
+"""Attaching a team message to its conversation inside the record transaction (§5).
+
+The inbox row is locked first, so threading, round-robin counters and conversation creation are
+serialized per inbox even with many workers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import Conversation, EmailContact, LoggedEmail, RoundRobinCursor, TeamInbox
+from shared.mail.threading import thread_subject
+from shared.rules.routing import pick_round_robin
+from worker.pipeline.job import Job
+from worker.pipeline.threading import external_address, find_conversation
+
+DELIVERY_FAILED = "delivery_failed"
+
+
+def _round_robin(session: Session, job: Job, user_ids: list[int]) -> int:
+    key = f"rule-{job.routing.matched}"
+    cursor = session.get(RoundRobinCursor, (job.inbox_id, key))
+    if cursor is None:
+        cursor = RoundRobinCursor(inbox_id=job.inbox_id, rule_key=key, counts={})
+        session.add(cursor)
+    counts = dict(cursor.counts or {})
+    chosen = pick_round_robin(user_ids, counts)
+    counts[str(chosen)] = counts.get(str(chosen), 0) + 1
+    cursor.counts = counts
+    return chosen
+
+
+def _new_conversation(session: Session, job: Job, when: datetime) -> Conversation:
+    content = job.content
+    assert content is not None
+    conv = Conversation(
+        account_id=job.account_id,
+        inbox_id=job.inbox_id,
+        subject=content.subject,
+        thread_subject=thread_subject(content.subject)[:500],
+        external_address=external_address(job),
+        status="open",
+        tags=[],
+        contact_ids=[],
+        message_count=0,
+        last_message_at=when,
+    )
+    result = job.routing
+    if result is not None and result.action is not None:
+        action = result.action
+        if action["type"] in ("assign_user", "assign_contact_owner"):
+            conv.assignee_id = action["user_id"]
+        elif action["type"] == "round_robin":
+            conv.assignee_id = _round_robin(session, job, action["user_ids"])
+        elif action["type"] == "close":
+            conv.status = "closed"
+        conv.tags = list(result.tags)
+    session.add(conv)
+    session.flush()
+    return conv
+
+
+def attach(session: Session, job: Job, email_id: int) -> int:
+    """Put the logged email in its conversation; returns the conversation id."""
+    session.execute(sa.select(TeamInbox.id).where(TeamInbox.id == job.inbox_id).with_for_update())
+    content, decision = job.content, job.decision
+    assert content is not None and decision is not None
+    when = content.date or job.received_at or utcnow()
+    match = find_conversation(session, job)
+    if match.conversation_id is None:
+        conv = _new_conversation(session, job, when)
+    else:
+        conv = session.get(Conversation, match.conversation_id)
+        assert conv is not None
+        automated = content.kind in ("auto_reply", "bounce", "list")
+        # A contact's reply reopens a closed conversation; automated mail never does.
+        if conv.status == "closed" and decision.direction == "incoming" and not automated:
+            conv.status = "open"
+    if content.kind == "bounce" and match.how == "bounce" and DELIVERY_FAILED not in conv.tags:
+        conv.tags = [*conv.tags, DELIVERY_FAILED]
+    contact_ids = set(conv.contact_ids or []) | set(
+        session.scalars(sa.select(EmailContact.contact_id).where(EmailContact.email_id == email_id))
+    )
+    conv.contact_ids = sorted(contact_ids)
+    conv.message_count += 1
+    if conv.last_message_at is None or when > conv.last_message_at:
+        conv.last_message_at = when
+    session.execute(
+        sa.update(LoggedEmail).where(LoggedEmail.id == email_id).values(conversation_id=conv.id)
+    )
+    return conv.id

@@ -1,0 +1,96 @@
+"""Stage ``thread``: which conversation of the team inbox a message belongs to (§5).
+
+Headers first (In-Reply-To/References against the inbox's known Message-IDs), a bounce to the
+conversation of the message it reports on, then the normalized subject with the same external
+participant within 30 days. The record stage repeats the lookup under the inbox lock, so two
+workers never open two conversations for one thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import Conversation, LoggedEmail
+from shared.mail.threading import thread_subject
+from worker.pipeline.job import Deps, Job
+
+SUBJECT_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ThreadMatch:
+    conversation_id: int | None
+    how: str  # "references", "bounce", "subject", "new"
+
+
+def external_address(job: Job) -> str | None:
+    d_participants = job.facts.to + job.facts.cc if job.facts else ()
+    if (
+        job.facts
+        and job.facts.from_
+        and job.account
+        and not job.account.is_internal(job.facts.from_.address)
+    ):
+        return job.facts.from_.address
+    for p in d_participants:
+        if job.account and not job.account.is_internal(p.address):
+            return p.address
+    return None
+
+
+def _by_message_ids(session: Session, job: Job, ids: list[str]) -> int | None:
+    if not ids:
+        return None
+    return session.scalar(
+        sa.select(LoggedEmail.conversation_id)
+        .join(Conversation, Conversation.id == LoggedEmail.conversation_id)
+        .where(
+            LoggedEmail.account_id == job.account_id,
+            Conversation.inbox_id == job.inbox_id,
+            LoggedEmail.message_id.in_(ids),
+        )
+        .order_by(LoggedEmail.id.desc())
+        .limit(1)
+    )
+
+
+def find_conversation(session: Session, job: Job) -> ThreadMatch:
+    content = job.content
+    assert content is not None
+    refs = [r for r in (content.in_reply_to, *reversed(content.references)) if r]
+    found = _by_message_ids(session, job, refs)
+    if found:
+        return ThreadMatch(found, "references")
+    if content.kind == "bounce" and content.bounce_of_message_id:
+        found = _by_message_ids(session, job, [content.bounce_of_message_id])
+        if found:
+            return ThreadMatch(found, "bounce")
+    subject, ext = thread_subject(content.subject), external_address(job)
+    if subject and ext:
+        when = content.date or utcnow()
+        found = session.scalar(
+            sa.select(Conversation.id)
+            .where(
+                Conversation.inbox_id == job.inbox_id,
+                Conversation.thread_subject == subject,
+                Conversation.external_address == ext,
+                Conversation.last_message_at >= when - SUBJECT_WINDOW,
+            )
+            .order_by(Conversation.last_message_at.desc())
+            .limit(1)
+        )
+        if found:
+            return ThreadMatch(found, "subject")
+    return ThreadMatch(None, "new")
+
+
+def thread(job: Job, deps: Deps) -> None:
+    if job.source != "team" or job.inbox_id is None or job.content is None:
+        return
+    with deps.sessions() as session:
+        job.thread = find_conversation(session, job)
