@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import random
 import resource
@@ -36,10 +37,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,8 +118,7 @@ JA_LINES = [
     "納期につきましては、ご注文確定後およそ二週間を予定しております。",
     "引き続きどうぞよろしくお願いいたします。",
 ]
-EN_WORDS = ("quote order invoice meeting schedule delivery price contract team renewal "
-            "licence seats onboarding support escalation follow-up proposal").split()
+EN_WORDS = ["quote", "order", "invoice", "meeting", "schedule", "delivery", "price", "contract", "team", "renewal", "licence", "seats", "onboarding", "support", "escalation", "follow-up", "proposal"]
 DOMAINS = ["acme.co.jp", "example-trading.jp", "globex.example", "initech.example", "umbrella.example",
            "gmail.com", "yahoo.co.jp", "hooli.example", "stark.example", "wayne.example",
            "tyrell.example", "cyberdyne.example", "soylent.example", "wonka.example", "oscorp.example"]
@@ -248,6 +248,7 @@ class LoadResult:
     last_250: float = 0.0
     acked_at: dict[str, float] = field(default_factory=dict)  # Message-ID -> time of the 250
     sched_lag: list[float] = field(default_factory=list)  # paced: send start minus schedule
+    txn: list[float] = field(default_factory=list)  # MAIL sent -> final 250, per message
     client_cpu: float = 0.0
 
     @property
@@ -287,6 +288,7 @@ async def _load(port: int, rcpt: str, messages: list[tuple[str, bytes]], session
                 res.ok += 1
                 res.last_250 = max(res.last_250, t1)
                 res.acked_at[mid] = t1
+                res.txn.append(t1 - t0)
             else:
                 res.errors[str(code)] = res.errors.get(str(code), 0) + 1
         await c.close()
@@ -406,7 +408,7 @@ def pct(values: Sequence[float], p: float) -> float:
     s = sorted(values)
     if not s:
         return float("nan")
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))  # nearest rank
     return s[k]
 
 
@@ -471,13 +473,49 @@ def redis_db() -> tuple[str, Callable[[], None]]:
     raise RuntimeError("no empty Redis db among 1-15")
 
 
+CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far by component: process groups given by leader pid, plus postgres,
+    redis-server and this process (read from /proc; Linux only, else empty)."""
+    out: dict[str, float] = {}
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    me = os.getpid()
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                head, _, tail = fh.read().rpartition(")")
+        except OSError:
+            continue
+        comm, f = head.partition("(")[2], tail.split()
+        pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
+        name = by_pgid.get(pgid) or ("bench" if pid == me else "postgres" if comm.startswith("postgres")
+                                     else "redis" if comm.startswith("redis-server") else None)
+        if name:
+            out[name] = out.get(name, 0.0) + ticks / CLK
+    return out
+
+
+def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int,
+             wall: float) -> str:
+    parts = []
+    for name in ("gateway", "worker", "postgres", "redis", "bench"):
+        if name in after:
+            used = after[name] - before.get(name, 0.0)
+            parts.append(f"{name} {used:.1f} s ({used / max(messages, 1) * 1000:.1f} ms/msg)")
+    return f"CPU {label} over {wall:.1f} s wall: " + ", ".join(parts)
+
+
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():
         return None
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
-         "--format", "speedscope", "--nonblocking", "-o", str(out)],
+         "--format", "raw", "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -501,6 +539,7 @@ def fmt_rate(r: float | None) -> str:
 def describe_load(res: LoadResult) -> str:
     errs = ", ".join(f"{k}×{v}" for k, v in res.errors.items())
     return f"{res.ok}/{res.sent} accepted in {res.span:.2f} s" + (f"; errors: {errs}" if errs else "") + \
+        f"; MAIL→250 p50/p99 {pct(res.txn, 50) * 1000:.0f}/{pct(res.txn, 99) * 1000:.0f} ms" + \
         f"; client CPU {res.client_cpu:.1f} s"
 
 
@@ -573,8 +612,11 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
 
     # --- (a) accept rate, worker stopped ---------------------------------------------------
     say(f"(a) gateway accept rate, worker stopped: {n} messages over {m} sessions")
-    spy = profile(gw_pid, 30, workdir / "gateway.speedscope.json") if args.profile else None
+    spy = profile(gw_pid, 30, workdir / "gateway.collapsed.txt") if args.profile else None
+    groups = {"gateway": gw_pid}
+    c0, t0 = cpu_snapshot(groups), time.monotonic()
     acc = run_load(stack.smtp_port, w_acc.bcc, msgs_accept, m)
+    fig.notes.append(cpu_note("(a)", c0, cpu_snapshot(groups), acc.ok, time.monotonic() - t0))
     if spy:
         spy.send_signal(signal.SIGINT)
         spy.wait()
@@ -591,8 +633,11 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     t_ready = time.monotonic()
     if args.profile:
         wpid = stack.procs["worker"].pid
-        spy = profile(wpid, 25, workdir / "worker.speedscope.json")
+        spy = profile(wpid, 25, workdir / "worker.collapsed.txt")
+    groups["worker"] = stack.procs["worker"].pid
+    c0, t0 = cpu_snapshot(groups), time.monotonic()
     samples = wait_decisions(dsn, w_acc.account_id, acc.ok, timeout=args.timeout)
+    fig.notes.append(cpu_note("(b1)", c0, cpu_snapshot(groups), acc.ok, time.monotonic() - t0))
     if args.profile and spy:
         spy.send_signal(signal.SIGINT)
         spy.wait()
@@ -610,8 +655,10 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     say(f"(b) live: {n} messages over {m} sessions with the worker running")
     box: dict[str, object] = {}
     sender = threading.Thread(target=lambda: box.setdefault("r", run_load(stack.smtp_port, w_live.bcc, msgs_live, m)))
+    c0, t0 = cpu_snapshot(groups), time.monotonic()
     sender.start()
     samples = wait_decisions(dsn, w_live.account_id, n, timeout=args.timeout)
+    fig.notes.append(cpu_note("(b2)", c0, cpu_snapshot(groups), n, time.monotonic() - t0))
     sender.join()
     live: LoadResult = box["r"]  # type: ignore[assignment]
     done = samples[-1][1]

@@ -117,7 +117,39 @@ def worker(concurrency: int | None, pool: str) -> None:
     run_worker(rt, concurrency=concurrency or os.cpu_count() or 1, pool=pool)
 
 
-CHILDREN = ("api", "gateway", "worker")
+@main.command()
+def poller() -> None:
+    """Run an IMAP poller: sync connected inboxes (shared with other pollers by lease)."""
+    from inboxlog.poller_main import run_poller
+
+    try:
+        rt = build_runtime()
+    except ConfigError as exc:
+        _fail(exc)
+    run_poller(rt)
+
+
+@main.command()
+@click.argument("connection", type=int)
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Store messages the server received on or after this date (YYYY-MM-DD).",
+)
+def backfill(connection: int, since: object) -> None:
+    """Backfill a connection's folders from a date, with a progress bar."""
+    from inboxlog.poller_main import run_backfill
+
+    try:
+        rt = build_runtime()
+    except ConfigError as exc:
+        _fail(exc)
+    stored = run_backfill(rt, connection, since.date())  # type: ignore[attr-defined]
+    click.echo(f"backfill done: {stored} messages stored")
+
+
+CHILDREN = ("api", "gateway", "worker", "poller")
 
 
 def _prepare_embedded(print_token: bool) -> Settings:

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # Simultaneous SMTP connections per client address.
     smtp_max_connections_per_client: int = 50
     poll_seconds: int = 60
+    # Extra CA bundle for verifying IMAP servers' certificates (private CAs).
+    imap_ca_file: str = ""
+    # How long a poller's claim on a connection lasts without renewal (takeover bound).
+    poller_lease_seconds: float = 30.0
+    # Messages per IMAP FETCH; each batch is stored and its cursor advanced in one transaction.
+    imap_fetch_batch: int = 200
     sweep_after_seconds: int = 60
     # PEM certificate and key enabling STARTTLS on the SMTP gateway.
     smtp_tls_cert: str = ""

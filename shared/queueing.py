@@ -6,7 +6,10 @@ The gateway and pollers enqueue by task *name* (``send_task``), so they never im
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -77,3 +80,43 @@ class TaskSender:
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+
+
+class Enqueuer:
+    """Publishes stored ids in the background; while the broker is down it backs off and
+    leaves the rows to the sweeper, so intake never waits for the broker."""
+
+    def __init__(self, sender: TaskSender, pause_after_failure: float = 5.0) -> None:
+        self.sender, self.pause = sender, pause_after_failure
+        self._q: queue.Queue[int | None] = queue.Queue()
+        self._down_until = 0.0
+        self._thread = threading.Thread(target=self._run, name="inboxlog-enqueue", daemon=True)
+        self._thread.start()
+
+    def submit(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self._q.put(i)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            if time.monotonic() < self._down_until:
+                continue  # broker known down: the sweeper will enqueue these rows
+            if self.sender.process(batch) < len(batch):
+                self._down_until = time.monotonic() + self.pause

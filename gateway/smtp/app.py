@@ -14,10 +14,10 @@ from gateway.smtp.directory import Directory
 from gateway.smtp.handler import IntakeHandler
 from gateway.smtp.ratelimit import RateLimiter
 from gateway.smtp.server import GatewayServer
-from gateway.smtp.store import Enqueuer, GroupCommitStore
+from gateway.smtp.store import GroupCommitStore
 from gateway.smtp.verify import DnsFunc
 from shared.config import Settings
-from shared.queueing import TaskSender
+from shared.queueing import Enqueuer, TaskSender
 
 log = logging.getLogger("inboxlog.gateway")
 

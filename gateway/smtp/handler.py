@@ -17,10 +17,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway.smtp import replies
 from gateway.smtp.directory import Directory, Route
 from gateway.smtp.ratelimit import RateLimiter
-from gateway.smtp.store import Enqueuer, GroupCommitStore
+from gateway.smtp.store import GroupCommitStore
 from gateway.smtp.verify import DnsFunc, sender_allowed
 from shared.intake import IncomingMessage
 from shared.mail.addresses import normalize_address
+from shared.queueing import Enqueuer
 
 log = logging.getLogger("inboxlog.gateway")
 

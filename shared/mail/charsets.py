@@ -17,9 +17,10 @@ Nothing in this module raises on any input.
 from __future__ import annotations
 
 import codecs
-import re
 
 from charset_normalizer import from_bytes
+
+from shared.mail.jis import jis_to_sjis
 
 _ALIASES: dict[str, str] = {
     "shift_jis": "cp932",
@@ -86,7 +87,6 @@ _FALLBACKS: dict[str, tuple[str, ...]] = {
     "gb18030": (),
     "cp949": ("johab",),
 }
-_ESC_RE = re.compile(rb"\x1b(\$[@B]|\$\(D|\$\(Q|\$\(O|\$[A)]|\$\)C|\(B|\(J|\(I|\(H|\.A|\.F|N)")
 
 
 def normalize_label(label: str | None) -> str | None:
@@ -160,14 +160,15 @@ def detect_and_decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _decode_iso2022jp(data: bytes) -> str | None:
+def _decode_iso2022jp(data: bytes) -> str:
     """Decode ISO-2022-JP, accepting CP932 extensions (NEC/IBM rows) like CP50220 does."""
     try:
         return data.decode("iso2022_jp")
     except UnicodeDecodeError:
         pass
+    sjis = jis_to_sjis(data)  # rewritten once, used for the strict and the lenient decode
     try:
-        return _jis_to_sjis(data).decode("cp932")
+        return sjis.decode("cp932")
     except UnicodeDecodeError:
         pass
     for name in ("iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_ext"):
@@ -175,58 +176,4 @@ def _decode_iso2022jp(data: bytes) -> str | None:
             return data.decode(name)
         except UnicodeDecodeError:
             continue
-    try:
-        return _jis_to_sjis(data).decode("cp932", errors="replace")
-    except Exception:  # defensive: the converter must never take the parse down
-        return None
-
-
-def _jis_to_sjis(data: bytes) -> bytes:
-    """Rewrite ISO-2022-JP shift states into Shift_JIS bytes (JIS X 0208 → SJIS mapping)."""
-    out = bytearray()
-    mode = "ascii"
-    pos = 0
-    n = len(data)
-    while pos < n:
-        byte = data[pos]
-        if byte == 0x1B:
-            m = _ESC_RE.match(data, pos)
-            if m:
-                seq = m.group(1)
-                if seq in (b"$B", b"$@", b"$(Q", b"$(O"):
-                    mode = "kanji"
-                elif seq == b"(I":
-                    mode = "kana"
-                else:
-                    mode = "ascii"
-                pos = m.end()
-                continue
-            out.append(byte)
-            pos += 1
-            continue
-        if byte in (0x0A, 0x0D):
-            out.append(byte)
-            pos += 1
-            continue
-        if byte == 0x0E:
-            mode = "kana"
-            pos += 1
-            continue
-        if byte == 0x0F:
-            mode = "ascii"
-            pos += 1
-            continue
-        if mode == "kanji" and pos + 1 < n and 0x21 <= byte <= 0x7E:
-            j2 = data[pos + 1]
-            s1 = ((byte + 1) >> 1) + (0x70 if byte <= 0x5E else 0xB0)
-            s2 = j2 + (31 if j2 <= 95 else 32) if byte & 1 else j2 + 126
-            out.append(s1 & 0xFF)
-            out.append(s2 & 0xFF)
-            pos += 2
-            continue
-        if mode == "kana" and 0x21 <= byte <= 0x5F:
-            out.append(byte + 0x80)
-        else:
-            out.append(byte)
-        pos += 1
-    return bytes(out)
+    return sjis.decode("cp932", errors="replace")

@@ -1,9 +1,11 @@
 """Parse the MIME tree once and walk it with bounds (RFC 2045/2046).
 
-We use the stdlib ``compat32`` parser: it is several times faster than ``policy.default``
-(it skips the header registry) and it is lenient — structural problems become defects on
-the message objects, which we collect as plain strings. Values are decoded by our own
-header and charset layers, never by the stdlib's guesses.
+The tree is a stdlib ``compat32`` tree (no header registry, lenient). Well-formed mail is
+split at the byte level by :mod:`shared.mail.mimesplit`, which builds the identical tree
+several times faster and without holding the body as line lists; anything else goes through
+the stdlib FeedParser, whose structural problems become defects on the message objects,
+which we collect as plain strings. Values are decoded by our own header and charset layers,
+never by the stdlib's guesses.
 
 Bounds against mail bombs: MIME depth, number of parts (§6 of the spec). A part beyond a
 bound is not visited and a defect is recorded.
@@ -163,13 +165,25 @@ def get_param(part: Message, name: str, header: str = "content-type") -> str | N
         from shared.mail.charsets import decode_bytes
 
         charset, _lang, text = value
-        raw = text.encode("latin-1", "surrogateescape") if isinstance(text, str) else b""
+        if not isinstance(text, str):
+            return ""
+        try:
+            raw = text.encode("latin-1", "surrogateescape")
+        except UnicodeEncodeError:  # the stdlib already decoded it (e.g. a bad charset label)
+            return text.strip()
         return decode_bytes(raw, charset or "utf-8")
     return str(value).strip()
 
 
-def decode_payload(part: Message, defects: list[str]) -> bytes:
-    """The decoded bytes of a leaf (Content-Transfer-Encoding), lenient on bad input."""
+_ENCODED = frozenset({"base64", "quoted-printable", "x-uuencode", "uuencode", "x-uue", "uue"})
+
+
+def decode_payload(part: Message, defects: list[str], limit: int | None = None) -> bytes:
+    """The decoded bytes of a leaf (Content-Transfer-Encoding), lenient on bad input.
+
+    ``limit`` lets a caller that keeps only the first ``limit`` bytes skip encoding the rest
+    of an unencoded (7bit/8bit/binary) payload; the result starts with those same bytes.
+    """
     payload = part._payload
     if payload is None:
         return b""
@@ -180,11 +194,13 @@ def decode_payload(part: Message, defects: list[str]) -> bytes:
     cte = str(part.get("content-transfer-encoding", "")).strip().lower()
     if cte == "base64" and payload.isascii():
         return _b64(payload, defects)  # a2b_base64 reads ASCII str directly: no copy
+    if limit is not None and len(payload) > limit and cte not in _ENCODED:
+        # One char per byte (surrogateescape), and UTF-8 is prefix-preserving: same prefix.
+        payload = payload[:limit]
     try:
         data = payload.encode("ascii", "surrogateescape")
     except UnicodeEncodeError:
         data = payload.encode("utf-8", "surrogateescape")
-    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
     if cte == "base64":
         return _b64(data, defects)
     if cte == "quoted-printable":

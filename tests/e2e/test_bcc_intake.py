@@ -42,8 +42,9 @@ def test_bcc_to_two_external_recipients(stack: Stack, world: World) -> None:
     assert all(ct.owner_id == world.admin_id for ct in contacts.values())
     assert contacts["amy@gmail.com"].company_id is None  # free-mail makes no company
     with stack.sessions() as s:
-        from shared.db.models import Company, EmailCompany, EmailContact
         import sqlalchemy as sa
+
+        from shared.db.models import Company, EmailCompany, EmailContact
 
         linked = set(
             s.scalars(sa.select(EmailContact.contact_id).where(EmailContact.email_id == email.id))

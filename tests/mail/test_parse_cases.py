@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.mail import Address, parse_message
-from tests.mail.mail_helpers import load
+from tests.mail.mail_helpers import DATA, load
 
 
 @pytest.mark.parametrize(
@@ -146,6 +146,13 @@ def test_malformed_recorded_not_raised(name: str, subject: str, text: str, defec
 def test_bad_base64_attachment_decodes_what_it_can() -> None:
     pm = load("malformed_bad_base64.eml")
     assert [(a.filename, a.size) for a in pm.attachments] == [("data.bin", 3)]
+
+
+def test_rfc2231_parameter_with_8bit_charset_label_does_not_raise() -> None:
+    # Found by test_properties: the stdlib hands back an already-decoded value with U+FFFD.
+    raw = (DATA / "attachment_rfc2231_rfc2047_names.eml").read_bytes()
+    pm = parse_message(raw.replace(b"filename*0*=utf-8''", b"filename*0*=utf-8\x80'"))
+    assert len(pm.attachments) == 3 and pm.attachments[0].filename.endswith("_2025.pdf")
 
 
 def test_snippets_drop_quotes_and_signatures() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_SCRIPT = REPO_ROOT / "scripts" / "ensure-dovecot"
@@ -416,8 +417,18 @@ class DovecotServer:
             if self._mail_uid != os.geteuid():
                 os.chown(path, self._mail_uid, self._mail_gid)
         if self.running:
-            with self._session(name) as client:  # first login auto-creates INBOX and Sent
-                client.noop()
+            # Dovecot re-reads the passwd-file at most about once a second, so a user added
+            # right after another may need a moment before the login works.
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    with self._session(name) as client:  # first login creates INBOX and Sent
+                        client.noop()
+                    break
+                except LoginError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
     def create_folder(self, user: str, name: str) -> None:
         """Create (and subscribe) a mailbox; ``/`` is the hierarchy separator."""
