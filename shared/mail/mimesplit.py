@@ -8,15 +8,18 @@ with ``bytes.find``/regex searches over the raw bytes and builds the *same* tree
 surrogateescape), preamble, epilogue, default types and end-of-line trimming, including the
 FeedParser's quirk of trimming whichever part it touched last.
 
-Anything the FeedParser would treat specially or flag as a defect (missing blank line, broken
-or missing boundaries, misplaced ``From `` lines, message/delivery-status blocks, very deep
-or very wide trees) raises :class:`Unsupported`; the caller then uses the stdlib parser, so
-defects are recorded exactly as before.
+Missing start or close boundaries (truncated mail) are handled and recorded as the same
+defects. Anything else the FeedParser would flag (missing blank line, continuation first,
+misplaced ``From `` lines, no boundary parameter, ...) or too unusual to be worth copying
+its handling for (very deep or very wide trees, MIME structure inside delivery-status blocks)
+raises :class:`Unsupported`; the caller then uses the stdlib parser, so defects are recorded
+exactly as before.
 """
 
 from __future__ import annotations
 
 import re
+from email import errors
 from email.message import Message
 from email.policy import compat32
 from itertools import pairwise
@@ -58,10 +61,10 @@ class _Splitter:
         self.last = msg
         body = self._headers(msg, start, end)
         ctype = msg.get_content_type()
-        if ctype == "message/delivery-status":
-            raise Unsupported  # parsed as a series of header blocks by the FeedParser
         maintype = ctype.split("/", 1)[0]
-        if maintype == "message":
+        if ctype == "message/delivery-status":
+            self._header_blocks(msg, body, end, depth)
+        elif maintype == "message":
             self.part(body, end, msg, depth + 1)
         elif maintype == "multipart":
             self._multipart(msg, body, end, depth)
@@ -106,6 +109,29 @@ class _Splitter:
             msg._headers.append(compat32.header_source_parse(value))
         return body
 
+    def _header_blocks(self, msg: Message, start: int, end: int, depth: int) -> None:
+        """RFC 3464 status fields: one sub-message per block of fields, as the FeedParser does.
+
+        Each block ends at the next empty line; that line is consumed, and a following empty
+        line starts an (empty) block of its own.
+        """
+        raw = self.raw
+        pos = start
+        while True:
+            if pos < end and raw[pos] in (10, 13):
+                block_end = pos
+            else:
+                m = _BLANK_LINE.search(raw, pos, end)
+                block_end = m.end(1) if m else end
+            block = self.part(pos, block_end, msg, depth + 1)
+            if block.get_content_maintype() in ("message", "multipart"):
+                raise Unsupported  # nested structure inside a status block
+            if block_end >= end:
+                return
+            pos = block_end + (2 if raw.startswith(b"\r\n", block_end) else 1)
+            if pos >= end:
+                return
+
     def _multipart(self, msg: Message, start: int, end: int, depth: int) -> None:
         boundary = msg.get_boundary()
         if boundary is None:
@@ -119,9 +145,15 @@ class _Splitter:
             raise Unsupported from None
         marks = self._boundaries(sep, start, end)
         if not marks or marks[0][2]:
-            raise Unsupported  # StartBoundaryNotFoundDefect
-        if not marks[-1][2]:
-            raise Unsupported  # CloseBoundaryNotFoundDefect
+            # No separator line: the body stays one text payload, anything after a close
+            # line is dropped, and the multipart gets no parts.
+            msg._payload = _text(self.raw, start, marks[0][0] if marks else end)
+            msg.epilogue = ""
+            msg.defects.append(errors.StartBoundaryNotFoundDefect())
+            return
+        closed = marks[-1][2]
+        if not closed:  # truncated mail: the last part runs to the end of this segment
+            marks.append((end, end, False))
         first = marks[0][0]
         if first > start:
             msg.preamble = _strip_eol(_text(self.raw, start, first))
@@ -131,7 +163,10 @@ class _Splitter:
             self.part(part_start, next_start, msg, depth + 1)
             self._trim_last()
             self.last = msg  # FeedParser: ``self._last = self._cur`` after each part
-        msg.epilogue = _text(self.raw, marks[-1][1], end)
+        if closed:
+            msg.epilogue = _text(self.raw, marks[-1][1], end)
+        else:
+            msg.defects.append(errors.CloseBoundaryNotFoundDefect())
 
     def _boundaries(self, sep: bytes, start: int, end: int) -> list[tuple[int, int, bool]]:
         """(line start, line end, is close) of each boundary line, up to the close line."""
@@ -184,4 +219,7 @@ def _strip_eol(text: str) -> str:
 
 def split_message(raw: bytes) -> Message:
     """The compat32 tree of ``raw``; raises :class:`Unsupported` when the stdlib must parse it."""
-    return _Splitter(raw).part(0, len(raw), None, 0)
+    root = _Splitter(raw).part(0, len(raw), None, 0)
+    if root.get_content_maintype() == "multipart" and not root.is_multipart():
+        root.defects.append(errors.MultipartInvariantViolationDefect())  # FeedParser.close()
+    return root

@@ -61,7 +61,9 @@ def process(stored_id: int, deps: Deps, logging_domain: str) -> Job:
     try:
         for name, stage in stages(logging_domain):
             stage_name = name
+            t0 = time.perf_counter()
             stage(job, deps)
+            job.timings[name] = time.perf_counter() - t0
             if job.finished:
                 return job
     except Exception as exc:
