@@ -226,3 +226,158 @@ def demo(keep_running: bool) -> None:
         pass
     finally:
         children.stop()
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _status_table(report: dict) -> str:
+    p, lines = report["pipeline"], []
+    depths = ", ".join(
+        f"{q['name']} {'unreachable' if q['depth'] is None else q['depth']}"
+        for q in report["queues"]
+    )
+    lines.append(f"queues       {depths}")
+    lines.append(
+        f"pipeline     stored {p['stored']}  processing {p['processing']}  done {p['done']}  "
+        f"failed {p['failed']}  (oldest unprocessed {_age(report['oldest_unprocessed_seconds'])})"
+    )
+    lines.append(f"failures     {report['unresolved_failures']} unresolved")
+    if "gateway" in report:
+        g = report["gateway"]
+        codes = " ".join(f"{c}:{n}" for c, n in g["by_code"].items()) or "-"
+        lines.append(f"gateway      accepted {g['accepted']}  rejected {g['rejected']}  ({codes})")
+    lines.append(f"connections  {len(report['connections'])}")
+    if report["connections"]:
+        lines.append(f"  {'ID':>5}  {'ACCOUNT':>7}  {'KIND':8}  {'STATUS':11}  {'LAG':>6}  ADDRESS")
+        for c in report["connections"]:
+            lag = _age(c["lag_seconds"]) if c["imap"] else "no imap"
+            lines.append(
+                f"  {c['id']:>5}  {c['account_id']:>7}  {c['kind']:8}  {c['status']:11}  "
+                f"{lag:>6}  {c['address']}"
+            )
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds (--watch).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (per refresh) on stdout.")
+def status(watch: bool, interval: float, as_json: bool) -> None:
+    """Queue depths, pipeline counts, connection health and gateway replies (all accounts)."""
+    import json
+    from datetime import UTC, datetime
+
+    from shared.metrics import QueueProbe
+    from shared.services.ops import status_report
+
+    try:
+        rt = build_runtime(generate_admin_token=False)
+    except ConfigError as exc:
+        _fail(exc)
+    probe = QueueProbe(rt.settings.effective_broker_url, cache_seconds=0)
+    try:
+        while True:
+            with rt.sessions() as session:
+                report = status_report(session=session, account_id=None, depths=probe.depths())
+            if as_json:
+                click.echo(json.dumps(report, default=lambda v: v.isoformat()))
+            else:
+                if watch:
+                    click.clear()
+                    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                    click.echo(f"inboxlog status  {stamp}  (every {interval:g}s, Ctrl-C stops)")
+                click.echo(_status_table(report))
+            if not watch:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.group()
+def failures() -> None:
+    """Permanent processing failures: list them, retry them."""
+
+
+@failures.command("list")
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved failures.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout.")
+def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
+    """List failures, newest first (unresolved only unless --all)."""
+    import json
+
+    from shared.services.ops import failure_view, list_failures
+
+    try:
+        rt = build_runtime(generate_admin_token=False)
+    except ConfigError as exc:
+        _fail(exc)
+    with rt.sessions() as session:
+        rows = [
+            failure_view(f)
+            for f in list_failures(
+                session=session, account_id=None, include_resolved=include_resolved, limit=limit
+            )
+        ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=lambda v: v.isoformat()))
+        return
+    if not rows:
+        click.echo("no failures" if include_resolved else "no unresolved failures")
+        return
+    click.echo(f"{'ID':>6}  {'CREATED':20}  {'STORED':>7}  {'STAGE':10}  {'TRIES':>5}  ERROR")
+    for r in rows:
+        created = r["created_at"].strftime("%Y-%m-%d %H:%M:%SZ")
+        mark = " (resolved)" if r["resolved_at"] else ""
+        click.echo(
+            f"{r['id']:>6}  {created:20}  {r['stored_message_id']:>7}  {r['stage']:10}  "
+            f"{r['attempts']:>5}  {r['error'][:100]}{mark}"
+        )
+
+
+@failures.command("retry")
+@click.argument("failure_id", type=int, required=False)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    default=None,
+    help="Retry every unresolved failure recorded at or after this UTC time.",
+)
+def failures_retry(failure_id: int | None, since: object) -> None:
+    """Put failed messages back into the pipeline (one by ID, or all --since a time)."""
+    from datetime import UTC
+
+    from shared.db.engine import transaction
+    from shared.errors import DomainError
+    from shared.queueing import TaskSender
+    from shared.services.ops import retry_failure, retry_failures_since
+
+    if (failure_id is None) == (since is None):
+        raise click.UsageError("give a FAILURE_ID or --since, not both")
+    try:
+        rt = build_runtime(generate_admin_token=False)
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        with transaction(rt.sessions) as session:
+            if failure_id is not None:
+                one = retry_failure(session=session, account_id=None, failure_id=failure_id)
+                ids = [one] if one is not None else []
+            else:
+                after = since.replace(tzinfo=UTC)  # type: ignore[attr-defined]
+                ids = retry_failures_since(session=session, account_id=None, since=after)
+    except DomainError as exc:
+        _fail(exc)
+    # Enqueued after the commit; what the broker does not take, the sweeper re-enqueues.
+    sent = TaskSender(rt.settings).process(ids) if ids else 0
+    click.echo(f"{len(ids)} message(s) back in the pipeline, {sent} enqueued")

@@ -12,7 +12,7 @@ from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 from shared.errors import TransientError
 from shared.queueing import TASK_PROCESS
-from worker.pipeline.driver import MAX_ATTEMPTS, process
+from worker.pipeline.driver import process_many, retry_ids
 from worker.pipeline.job import Deps
 
 log = logging.getLogger("inboxlog.worker")
@@ -46,17 +46,20 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     app.inboxlog_state = state  # type: ignore[attr-defined]
 
     @app.task(name=TASK_PROCESS, bind=True, max_retries=10, acks_late=True)
-    def process_message(self: Any, stored_id: int) -> str:
+    def process_messages(self: Any, stored_ids: list[int]) -> dict[str, int]:
         try:
-            job = process(stored_id, state.deps(), settings.logging_domain)
+            jobs = process_many(list(stored_ids), state.deps(), settings.logging_domain)
         except TransientError as exc:
             # Database unavailable: retry with backoff; past the budget the sweeper takes over.
             if self.request.retries >= self.max_retries:
-                log.warning("stored=%s retries exhausted; left to the sweeper", stored_id)
-                return "deferred"
+                log.warning("batch of %s: retries exhausted; left to the sweeper", len(stored_ids))
+                return {"deferred": len(stored_ids)}
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-        except Exception as exc:  # a crashed stage: bounded attempts, then a failure record
-            if self.request.retries >= MAX_ATTEMPTS:
-                raise
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-        return job.outcome or "noop"
+        again = retry_ids(jobs)
+        if again and self.request.retries < self.max_retries:
+            # Crashed stages: only those messages go round again (bounded by MAX_ATTEMPTS).
+            raise self.retry(args=(again,), countdown=backoff(self.request.retries))
+        outcomes: dict[str, int] = {}
+        for job in jobs:
+            outcomes[job.outcome or "noop"] = outcomes.get(job.outcome or "noop", 0) + 1
+        return outcomes

@@ -8,16 +8,29 @@ from gateway.http import errors
 from gateway.http.context import ApiContext
 from gateway.http.routes import (
     accounts,
+    attachments,
     connections,
     conversations,
     crm,
     emails,
     health,
     inboxes,
+    ops,
     users,
 )
 
-ROUTERS = (health, accounts, users, inboxes, connections, crm, emails, conversations)
+ROUTERS = (
+    health,
+    accounts,
+    users,
+    inboxes,
+    connections,
+    crm,
+    emails,
+    attachments,
+    conversations,
+    ops,
+)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

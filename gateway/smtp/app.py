@@ -11,17 +11,20 @@ import ssl
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.smtp.directory import Directory
-from gateway.smtp.handler import IntakeHandler
+from gateway.smtp.handler import GatewayStats, IntakeHandler
 from gateway.smtp.ratelimit import RateLimiter
 from gateway.smtp.server import GatewayServer
 from gateway.smtp.store import GroupCommitStore
 from gateway.smtp.verify import DnsFunc
 from shared.config import Settings
 from shared.queueing import Enqueuer, TaskSender
+from shared.services.ops import add_gateway_counts
 
 log = logging.getLogger("inboxlog.gateway")
 
 REFRESH_SECONDS = 2.0
+# How often this gateway adds its reply counts to the shared counter table (for /metrics).
+COUNTER_FLUSH_SECONDS = 5.0
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -70,11 +73,57 @@ async def _refresh_forever(directory: Directory) -> None:
         await asyncio.sleep(REFRESH_SECONDS)
 
 
+class CounterFlusher:
+    """Adds this gateway's in-memory reply counts to ``gateway_counters`` as deltas.
+
+    The snapshot is taken on the event loop (where the counts change) and the write happens in
+    a thread; a failed write leaves the delta pending for the next flush, so nothing is lost or
+    counted twice.
+    """
+
+    def __init__(self, stats: GatewayStats, sessions: sessionmaker[Session]) -> None:
+        self.stats, self.sessions = stats, sessions
+        self.flushed: dict[str, int] = {}
+
+    def pending(self) -> dict[str, int]:
+        return {
+            code: n - self.flushed.get(code, 0)
+            for code, n in self.stats.replies.items()
+            if n != self.flushed.get(code, 0)
+        }
+
+    def _write(self, deltas: dict[str, int]) -> None:
+        with self.sessions() as session, session.begin():
+            add_gateway_counts(session=session, deltas=deltas)
+
+    async def flush(self) -> None:
+        deltas = self.pending()
+        if not deltas:
+            return
+        await asyncio.to_thread(self._write, deltas)
+        for code, delta in deltas.items():
+            self.flushed[code] = self.flushed.get(code, 0) + delta
+
+    async def flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # database down: the deltas wait for the next flush
+            log.warning("gateway counters not flushed: %s", type(exc).__name__)
+
+
+async def _flush_forever(flusher: CounterFlusher, every: float = COUNTER_FLUSH_SECONDS) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await flusher.flush_logged()
+
+
 async def serve(settings: Settings, sessions: sessionmaker[Session], sender: TaskSender) -> None:
     server, directory, store, enqueuer = build_gateway(settings, sessions, sender=sender)
     await asyncio.to_thread(directory.refresh)
     await server.start()
     refresher = asyncio.create_task(_refresh_forever(directory))
+    flusher = CounterFlusher(server.handler.stats, sessions)
+    flushing = asyncio.create_task(_flush_forever(flusher))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,9 +131,11 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
     await stop.wait()
     log.info("shutting down: finishing transactions in flight")
     await server.drain_and_stop()
-    refresher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await refresher
+    for task in (refresher, flushing):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await flusher.flush_logged()  # the counts of the last seconds before shutdown
     await asyncio.to_thread(store.close)
     if enqueuer is not None:
         await asyncio.to_thread(enqueuer.close)

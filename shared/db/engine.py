@@ -35,7 +35,9 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping round trip per checkout: a dead connection surfaces as an OperationalError,
+    # which every caller treats as transient and retries.
+    kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return sa.create_engine(url, **kwargs)

@@ -158,7 +158,7 @@ class _Splitter:
         if first > start:
             msg.preamble = _strip_eol(_text(self.raw, start, first))
         for (_, part_start, _), (next_start, _, _) in pairwise(marks):
-            if next_start == part_start:
+            if next_start == part_start < end:
                 raise Unsupported  # back-to-back boundary lines: FeedParser skips them
             self.part(part_start, next_start, msg, depth + 1)
             self._trim_last()

@@ -51,6 +51,15 @@ def create_account(
     return account, admin, issue_token(session=session, user=admin)
 
 
+def bump_config_version(*, session: Session, account_id: int | None) -> None:
+    """Invalidate the workers' cached facts of this account (users, addresses, settings)."""
+    session.execute(
+        sa.update(Account)
+        .where(Account.id == account_id)
+        .values(config_version=Account.config_version + 1)
+    )
+
+
 def get_account(*, session: Session, account_id: int) -> Account:
     account = session.get(Account, account_id)
     if account is None:
@@ -66,6 +75,7 @@ def update_settings(*, session: Session, account: Account, patch: dict[str, Any]
     merged = {**settings_of(account).model_dump(), **patch}
     account.settings = AccountSettings.model_validate(merged).model_dump()
     session.flush()
+    bump_config_version(session=session, account_id=account.id)
     return account
 
 

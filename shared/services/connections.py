@@ -19,6 +19,7 @@ from shared.db.models import Connection, FolderState, TeamInbox, User
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.mail.addresses import normalize_address
 from shared.principal import Principal
+from shared.services.accounts import bump_config_version
 from shared.services.inboxes import member_ids
 
 SECURITY_MODES = ("ssl", "starttls", "none")
@@ -135,6 +136,7 @@ def create_connection(
             session.flush()
     except IntegrityError as exc:  # a concurrent connect won the race: the constraint decides
         raise _already_connected(session=session, account_id=account_id, address=address) from exc
+    bump_config_version(session=session, account_id=account_id)
     return conn
 
 
@@ -257,6 +259,7 @@ def delete_connection(*, session: Session, principal: Principal, connection_id: 
         principal.require_admin()
     session.delete(conn)
     session.flush()
+    bump_config_version(session=session, account_id=conn.account_id)
 
 
 def request_sync(

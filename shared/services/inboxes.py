@@ -10,6 +10,7 @@ from shared.db.models import InboxMember, RoutingRule, TeamInbox, User
 from shared.errors import Invalid, NotFound
 from shared.principal import Principal
 from shared.rules.schema import Rule
+from shared.services.accounts import bump_config_version
 
 
 def member_ids(*, session: Session, inbox_id: int) -> list[int]:
@@ -80,6 +81,7 @@ def create_inbox(
     session.flush()
     _set_members(session=session, inbox=inbox, user_ids=member_ids_)
     session.flush()
+    bump_config_version(session=session, account_id=inbox.account_id)
     return inbox
 
 

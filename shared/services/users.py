@@ -11,7 +11,7 @@ from shared.db.models import User
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.mail.addresses import normalize_address
 from shared.principal import Principal
-from shared.services.accounts import issue_token
+from shared.services.accounts import bump_config_version, issue_token
 
 ROLES = ("admin", "member")
 
@@ -55,6 +55,7 @@ def create_user(
         raise Conflict(
             "a user with this email already exists", code="user_exists", details={"email": email}
         ) from exc
+    bump_config_version(session=session, account_id=user.account_id)
     return user, issue_token(session=session, user=user)
 
 
@@ -81,6 +82,7 @@ def update_user(
             raise Invalid("an admin cannot deactivate themselves", code="cannot_deactivate_self")
         user.active = active
     session.flush()
+    bump_config_version(session=session, account_id=user.account_id)
     return user
 
 
@@ -110,4 +112,5 @@ def set_defaults(
         raise Invalid(str(exc), details={"field": "never_log"}) from exc
     user.default_log, user.default_track, user.never_log = log, track, entries
     session.flush()
+    bump_config_version(session=session, account_id=user.account_id)
     return user

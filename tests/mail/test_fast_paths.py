@@ -5,6 +5,7 @@ the memory bound for a large attachment."""
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import random
 import re
@@ -21,7 +22,7 @@ from shared.mail import parse_message
 from shared.mail.body import decode_text_part
 from shared.mail.charsets import decode_bytes
 from shared.mail.jis import _ASCII, _byte_by_byte, jis_to_sjis
-from shared.mail.mime import Leaf, decode_payload, get_param, parse_tree
+from shared.mail.mime import Leaf, _b64, decode_payload, get_param, parse_tree
 from shared.mail.quotes import make_snippet, strip_quoted
 from shared.mail.serialize import part_bytes
 from tests.mail.mail_helpers import DATA, corpus_messages
@@ -29,6 +30,7 @@ from tests.mail.mail_helpers import DATA, corpus_messages
 SEEDS = [p.read_bytes() for p in corpus_messages() if p.stat().st_size < 200_000]
 SEEDS += [p.read_bytes() for p in sorted(DATA.glob("*.eml"))]
 _WS = re.compile(r"\s+")
+_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r !*\x80\xff"
 
 
 def _messages(msg: Message, out: list[Message] | None = None) -> list[Message]:
@@ -104,7 +106,8 @@ def test_capped_text_decode_is_a_prefix_of_the_full_decode(
     assert defects == (["nul_bytes"] if nul else [])
 
 
-def test_large_attachment_parses_within_4x_its_size() -> None:
+@pytest.mark.parametrize("truncated", [False, True])
+def test_large_attachment_parses_within_4x_its_size(truncated: bool) -> None:
     blob = random.Random(2).randbytes(6_000_000)
     raw = (
         b"From: a@example.com\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
@@ -112,16 +115,48 @@ def test_large_attachment_parses_within_4x_its_size() -> None:
         b'\r\nhello\r\n--b\r\nContent-Type: application/zip; name="big.zip"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(blob) + b"--b--\r\n"
     )
+    if truncated:  # cut mid-attachment: no close boundary, an incomplete base64 quantum
+        raw = raw[:-1003]
     tracemalloc.start()
     try:
         pm = parse_message(raw)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert [(a.filename, a.size) for a in pm.attachments] == [("big.zip", len(blob))]
-    assert pm.attachments[0].sha256 == hashlib.sha256(blob).hexdigest()
-    assert pm.text == "hello" and pm.defects == ()
+    assert pm.text == "hello"
+    if truncated:
+        assert pm.defects == ("close_boundary_not_found", "invalid_base64")
+        kept = _b64_reference(raw.split(b"base64\r\n\r\n", 1)[1])
+        assert len(kept) > len(blob) - 1000 and blob.startswith(kept)
+        assert pm.attachments[0].size == len(kept)
+        assert pm.attachments[0].sha256 == hashlib.sha256(kept).hexdigest()
+    else:
+        assert [(a.filename, a.size) for a in pm.attachments] == [("big.zip", len(blob))]
+        assert pm.attachments[0].sha256 == hashlib.sha256(blob).hexdigest()
+        assert pm.defects == ()
     assert peak < 4 * len(raw)
+
+
+def _b64_reference(data: bytes | str) -> bytes:
+    """The lenient base64 decode as first written (regex clean-up, one padded decode)."""
+    try:
+        return binascii.a2b_base64(data)
+    except (binascii.Error, ValueError):
+        pass
+    if isinstance(data, str):
+        data = data.encode("ascii", "ignore")
+    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data.split(b"=", 1)[0])
+    if len(clean) % 4 == 1:
+        clean = clean[:-1]
+    clean += b"=" * (-len(clean) % 4)
+    return binascii.a2b_base64(clean)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: bytes(_B64_BYTES[x % len(_B64_BYTES)] for x in b)))
+def test_lenient_base64_matches_reference(data: bytes) -> None:
+    for value in (data, data.decode("ascii", "surrogateescape")):
+        assert _b64(value, []) == _b64_reference(value)
 
 
 _JIS_TOKENS = [b"\x1b$B", b"\x1b(B", b"\x1b(I", b"\x1b$@", b"\x1b(J", b"\x1b$(Q", b"\x1b", b"\x1b$"]

@@ -1,4 +1,7 @@
-"""Stage ``claim``: take the stored row into processing (idempotent under redelivery)."""
+"""Stage ``claim``: take a batch of stored rows into processing (idempotent under redelivery).
+
+Rows already done or failed are not returned: a redelivered task finds nothing left to do.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,14 @@ from shared.db.models import StoredMessage
 from worker.pipeline.job import Deps, Job
 
 
-def claim(job: Job, deps: Deps) -> None:
+def claim(ids: list[int], deps: Deps) -> list[Job]:
     with deps.sessions() as session, session.begin():
-        row = session.execute(
+        rows = session.execute(
             sa.update(StoredMessage)
-            .where(
-                StoredMessage.id == job.stored_id,
-                StoredMessage.status.in_(("stored", "processing")),
-            )
+            .where(StoredMessage.id.in_(ids), StoredMessage.status.in_(("stored", "processing")))
             .values(status="processing", attempts=StoredMessage.attempts + 1, updated_at=utcnow())
             .returning(
+                StoredMessage.id,
                 StoredMessage.account_id,
                 StoredMessage.source,
                 StoredMessage.inbox_id,
@@ -28,18 +29,30 @@ def claim(job: Job, deps: Deps) -> None:
                 StoredMessage.received_at,
                 StoredMessage.attempts,
             )
-        ).one_or_none()
-    if row is None:  # done, failed or gone: a redelivery of finished work
-        job.finished = True
-        return
-    (
-        job.account_id,
-        job.source,
-        job.inbox_id,
-        job.connection_id,
-        job.folder_role,
+        ).all()
+    jobs = []
+    for (
+        sid,
+        account_id,
+        source,
+        inbox_id,
+        connection_id,
+        role,
         raw,
-        job.received_at,
-        job.attempts,
-    ) = row
-    job.raw = raw or b""
+        received_at,
+        attempts,
+    ) in sorted(rows):
+        jobs.append(
+            Job(
+                sid,
+                account_id,
+                source,
+                inbox_id,
+                connection_id,
+                role,
+                raw or b"",
+                received_at,
+                attempts,
+            )
+        )
+    return jobs

@@ -1,4 +1,4 @@
-"""The state one message carries through the stages, and the collaborators stages may use."""
+"""The state one message carries through the stages, and what a batch shares."""
 
 from __future__ import annotations
 
@@ -16,6 +16,19 @@ from shared.rules.logging_decision import AccountFacts, LoggingDecision, Message
 @dataclass
 class Deps:
     sessions: sessionmaker[Session]
+    # (account_id, config_version) -> AccountFacts, reused across batches in this process.
+    facts_cache: dict[tuple[int, int], AccountFacts] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """What the stages of one batch share: its transaction and the facts read for it."""
+
+    session: Session
+    deps: Deps
+    logging_domain: str
+    accounts: dict[int, AccountFacts] = field(default_factory=dict)
+    contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
 
 
 @dataclass
@@ -30,12 +43,11 @@ class Job:
     raw: bytes = b""
     received_at: Any = None
     attempts: int = 0
-    finished: bool = False  # already processed: nothing left to do
     # Filled by understand.
     parsed: ParsedMessage | None = None
     forward: ForwardResult | None = None
     content: Any = None  # EmailContent, or None for an unreadable forward
-    # Filled by gather/route/decide.
+    # Filled by gather/thread/route/decide.
     settings: AccountSettings | None = None
     account: AccountFacts | None = None
     facts: MessageFacts | None = None
@@ -45,4 +57,8 @@ class Job:
     # Filled by record.
     email_id: int | None = None
     outcome: str = ""
+    keep_raw: bool = True
+    # Set when a stage raised for this message (the rest of the batch goes on).
+    error: BaseException | None = None
+    failed_stage: str = ""
     timings: dict[str, float] = field(default_factory=dict)

@@ -10,7 +10,7 @@ from shared.db.models import Contact, User
 from shared.rules.routing import RoutingFacts
 from shared.rules.routing import route as evaluate
 from shared.services.inboxes import get_rules
-from worker.pipeline.job import Deps, Job
+from worker.pipeline.job import Batch, Job
 
 
 def received_at_addresses(job: Job, connection_address: str | None) -> frozenset[str]:
@@ -54,20 +54,20 @@ def routing_facts(
     )
 
 
-def route(job: Job, deps: Deps) -> None:
+def route(job: Job, batch: Batch) -> None:
     if job.source != "team" or job.thread is None or job.thread.conversation_id is not None:
         return
     from shared.db.models import Connection
 
-    with deps.sessions() as session:
-        rules = get_rules(session=session, inbox_id=job.inbox_id)  # type: ignore[arg-type]
-        if not rules:
-            return
-        address = (
-            session.scalar(sa.select(Connection.address).where(Connection.id == job.connection_id))
-            if job.connection_id
-            else None
-        )
-        job.routing = evaluate(rules, routing_facts(session, job, address))
+    session = batch.session
+    rules = get_rules(session=session, inbox_id=job.inbox_id)  # type: ignore[arg-type]
+    if not rules:
+        return
+    address = (
+        session.scalar(sa.select(Connection.address).where(Connection.id == job.connection_id))
+        if job.connection_id
+        else None
+    )
+    job.routing = evaluate(rules, routing_facts(session, job, address))
     if job.routing.skip and job.facts is not None:
         job.facts = dataclasses.replace(job.facts, skipped_by_rule=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared.db.base import utcnow
 from shared.db.models import Conversation, LoggedEmail
 from shared.mail.threading import thread_subject
-from worker.pipeline.job import Deps, Job
+from worker.pipeline.job import Batch, Job
 
 SUBJECT_WINDOW = timedelta(days=30)
 
@@ -89,8 +89,7 @@ def find_conversation(session: Session, job: Job) -> ThreadMatch:
     return ThreadMatch(None, "new")
 
 
-def thread(job: Job, deps: Deps) -> None:
+def thread(job: Job, batch: Batch) -> None:
     if job.source != "team" or job.inbox_id is None or job.content is None:
         return
-    with deps.sessions() as session:
-        job.thread = find_conversation(session, job)
+    job.thread = find_conversation(batch.session, job)

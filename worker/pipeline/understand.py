@@ -5,10 +5,10 @@ from __future__ import annotations
 from shared.mail import parse_message
 from shared.mail.forwards import extract_forward
 from worker.pipeline.content import from_forward, from_parsed
-from worker.pipeline.job import Deps, Job
+from worker.pipeline.job import Job
 
 
-def understand(job: Job, deps: Deps) -> None:
+def understand(job: Job) -> None:
     job.parsed = parse_message(job.raw)
     # Forward extraction applies to the account's forward_address only (§4); team mail is
     # stored as received.

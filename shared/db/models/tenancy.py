@@ -20,6 +20,9 @@ class Account(Base):
     bcc_token: Mapped[str] = mapped_column(sa.String(64), unique=True)
     forward_token: Mapped[str] = mapped_column(sa.String(64), unique=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Bumped whenever users, connections, inboxes or settings change: workers cache the
+    # account's facts per version instead of re-reading them for every message.
+    config_version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -26,10 +26,18 @@ def upgrade() -> None:
         sa.Column("bcc_token", sa.String(length=64), nullable=False),
         sa.Column("forward_token", sa.String(length=64), nullable=False),
         sa.Column("settings", shared.db.base.JSONValue(), nullable=False),
+        sa.Column("config_version", sa.Integer(), nullable=False),
         sa.Column("created_at", shared.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("bcc_token", name=op.f("uq_accounts_bcc_token")),
         sa.UniqueConstraint("forward_token", name=op.f("uq_accounts_forward_token")),
+    )
+    op.create_table(
+        "gateway_counters",
+        sa.Column("code", sa.String(length=8), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", shared.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_gateway_counters")),
     )
     op.create_table(
         "companies",
@@ -670,4 +678,5 @@ def downgrade() -> None:
     op.drop_table("users")
     op.drop_table("team_inboxes")
     op.drop_table("companies")
+    op.drop_table("gateway_counters")
     op.drop_table("accounts")

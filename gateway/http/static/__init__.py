@@ -1,0 +1,1 @@
+"""Static assets served by the API: the ops page (package data)."""

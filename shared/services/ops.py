@@ -1,0 +1,316 @@
+"""Operations figures and actions: pipeline and connection health, gateway counters, failures.
+
+Everything here is derived from the database, the source of truth shared by every process: the
+API that answers ``/v1/ops/*`` and ``/metrics`` runs apart from the gateways and workers. An
+``account_id`` of None means the operator's all-accounts view; an admin passes their account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import Connection, Failure, GatewayCounter, StoredMessage
+from shared.errors import DomainError, NotFound
+
+PIPELINE_STATES = ("stored", "processing", "done", "failed")
+UNPROCESSED = ("stored", "processing")
+
+
+def epoch(session: Session, column: Any) -> Any:
+    """SQL for a UTC datetime column as seconds since 1970 (float), on either backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.extract("epoch", column)
+    # SQLite keeps naive UTC text; julianday() reads it, 2440587.5 is the Unix epoch's day number.
+    return (sa.func.julianday(column) - 2440587.5) * 86400.0
+
+
+def _scoped(stmt: Any, column: Any, account_id: int | None) -> Any:
+    return stmt if account_id is None else stmt.where(column == account_id)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def pipeline_counts(*, session: Session, account_id: int | None) -> dict[str, int]:
+    """Stored messages per status (one GROUP BY over the status index)."""
+    stmt = _scoped(
+        sa.select(StoredMessage.status, sa.func.count()).group_by(StoredMessage.status),
+        StoredMessage.account_id,
+        account_id,
+    )
+    counts = dict.fromkeys(PIPELINE_STATES, 0)
+    for status, n in session.execute(stmt):
+        counts[status] = counts.get(status, 0) + n
+    return counts
+
+
+def oldest_unprocessed_seconds(
+    *, session: Session, account_id: int | None, now: datetime | None = None
+) -> float | None:
+    """Age of the oldest message still ``stored`` or ``processing``; None when there is none."""
+    stmt = _scoped(
+        sa.select(sa.func.min(StoredMessage.received_at)).where(
+            StoredMessage.status.in_(UNPROCESSED)
+        ),
+        StoredMessage.account_id,
+        account_id,
+    )
+    oldest = session.scalar(stmt)
+    if oldest is None:
+        return None
+    if oldest.tzinfo is None:  # an aggregate skips the column type on SQLite
+        oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=utcnow().tzinfo)
+    return max(0.0, round(((now or utcnow()) - oldest).total_seconds(), 3))
+
+
+def connection_health(
+    *, session: Session, account_id: int | None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Each connection's status and sync lag (now − last successful sync; None before one).
+
+    No folders or errors: an admin sees that a member's personal connection exists and its
+    status, nothing more (C4)."""
+    now = now or utcnow()
+    stmt = _scoped(
+        sa.select(
+            Connection.id,
+            Connection.account_id,
+            Connection.address,
+            Connection.kind,
+            Connection.status,
+            Connection.last_sync_at,
+            Connection.imap_host.is_not(None),
+        ).order_by(Connection.id),
+        Connection.account_id,
+        account_id,
+    )
+    return [
+        {
+            "id": cid,
+            "account_id": acc,
+            "address": address,
+            "kind": kind,
+            "status": status,
+            "imap": bool(imap),
+            "last_sync_at": last,
+            "lag_seconds": None if last is None else round((now - last).total_seconds(), 1),
+        }
+        for cid, acc, address, kind, status, last, imap in session.execute(stmt)
+    ]
+
+
+def gateway_counts(*, session: Session) -> dict[str, Any]:
+    """SMTP end-of-DATA replies summed over every gateway: 2xx accepted, 4xx/5xx rejected."""
+    by_code = {
+        code: int(n)
+        for code, n in session.execute(sa.select(GatewayCounter.code, GatewayCounter.count))
+    }
+    accepted = sum(n for code, n in by_code.items() if code.startswith("2"))
+    rejected = sum(n for code, n in by_code.items() if code[:1] in ("4", "5"))
+    return {"accepted": accepted, "rejected": rejected, "by_code": dict(sorted(by_code.items()))}
+
+
+def status_report(
+    *, session: Session, account_id: int | None, depths: dict[str, int | None]
+) -> dict[str, Any]:
+    """The ``GET /v1/ops/status`` body (and ``inboxlog status``); gateway counts: operator only."""
+    body: dict[str, Any] = {
+        "queues": [{"name": name, "depth": depth} for name, depth in depths.items()],
+        "pipeline": pipeline_counts(session=session, account_id=account_id),
+        "oldest_unprocessed_seconds": oldest_unprocessed_seconds(
+            session=session, account_id=account_id
+        ),
+        "connections": connection_health(session=session, account_id=account_id),
+        "unresolved_failures": count_unresolved(session=session, account_id=account_id),
+    }
+    if account_id is None:
+        body["gateway"] = gateway_counts(session=session)
+    return body
+
+
+def add_gateway_counts(*, session: Session, deltas: dict[str, int]) -> None:
+    """Add a gateway's reply-count deltas: ``INSERT … ON CONFLICT (code) DO UPDATE count+=``."""
+    rows = [{"code": code, "count": n, "updated_at": utcnow()} for code, n in deltas.items() if n]
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(GatewayCounter).values(rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["code"],
+            set_={
+                "count": GatewayCounter.count + stmt.excluded.count,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+class FailureResolved(DomainError):
+    status = 409
+    code = "failure_resolved"
+
+
+def failure_view(f: Failure) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "account_id": f.account_id,
+        "stored_message_id": f.stored_message_id,
+        "stage": f.stage,
+        "error": f.error,
+        "attempts": f.attempts,
+        "created_at": f.created_at,
+        "resolved_at": f.resolved_at,
+    }
+
+
+def list_failures(
+    *,
+    session: Session,
+    account_id: int | None,
+    include_resolved: bool = False,
+    since: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Failure]:
+    """Failures newest first; unresolved only unless ``include_resolved``."""
+    stmt = _scoped(sa.select(Failure), Failure.account_id, account_id)
+    if not include_resolved:
+        stmt = stmt.where(Failure.resolved_at.is_(None))
+    if since is not None:
+        stmt = stmt.where(Failure.created_at >= since)
+    stmt = stmt.order_by(Failure.created_at.desc(), Failure.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(stmt))
+
+
+def count_unresolved(*, session: Session, account_id: int | None) -> int:
+    stmt = _scoped(
+        sa.select(sa.func.count()).where(Failure.resolved_at.is_(None)),
+        Failure.account_id,
+        account_id,
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def retry_failure(*, session: Session, account_id: int | None, failure_id: int) -> int | None:
+    """Put a failed message back to ``stored`` with its attempts reset; return its id to enqueue.
+
+    None when the message is already back in the pipeline (a second click is harmless). The
+    failure stays unresolved until the message ends ``done`` (see :func:`resolve_failures`).
+    """
+    failure = session.get(Failure, failure_id)
+    if failure is None or (account_id is not None and failure.account_id != account_id):
+        raise NotFound("no such failure")
+    if failure.resolved_at is not None:
+        raise FailureResolved("this failure is resolved: its message was processed")
+    msg = session.get(StoredMessage, failure.stored_message_id)
+    if msg is None:
+        raise NotFound("the failed message no longer exists")
+    if msg.status in UNPROCESSED:
+        return None
+    if msg.status == "done":  # finished by another route: nothing left to retry
+        raise FailureResolved("this failure is resolved: its message was processed")
+    msg.status, msg.attempts, msg.updated_at = "stored", 0, utcnow()
+    return msg.id
+
+
+def retry_failures_since(*, session: Session, account_id: int | None, since: datetime) -> list[int]:
+    """Retry every unresolved failure created at or after ``since``; the stored ids to enqueue."""
+    ids: list[int] = []
+    for f in list_failures(
+        session=session, account_id=account_id, since=since, limit=100_000, offset=0
+    ):
+        try:
+            stored_id = retry_failure(session=session, account_id=account_id, failure_id=f.id)
+        except FailureResolved:
+            continue
+        if stored_id is not None and stored_id not in ids:
+            ids.append(stored_id)
+    return ids
+
+
+def resolve_failures(*, session: Session, stored_message_id: int) -> None:
+    """Mark the message's open failures resolved: called when a (retried) message ends ``done``.
+
+    One indexed UPDATE that touches nothing for the usual message that never failed.
+    """
+    session.execute(
+        sa.update(Failure)
+        .where(Failure.stored_message_id == stored_message_id, Failure.resolved_at.is_(None))
+        .values(resolved_at=utcnow())
+    )
+
+
+# --- throughput -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Minute:
+    start: datetime
+    stored: int
+    processed: int
+    failed: int
+    backlog: int
+
+
+def throughput(
+    *, session: Session, account_id: int | None, minutes: int, now: datetime | None = None
+) -> list[Minute]:
+    """Per-minute arrivals, completions and the backlog at each minute's end, oldest first.
+
+    The backlog needs no sampling: at time t it is (messages received ≤ t) − (messages finished
+    ≤ t), where a message finishes at ``processed_at`` (done) or its last update (failed). So it
+    is the backlog at the window's start plus the running difference inside the window.
+    """
+    now = now or utcnow()
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    finished_at = sa.case(
+        (StoredMessage.status == "done", StoredMessage.processed_at),
+        (StoredMessage.status == "failed", StoredMessage.updated_at),
+        else_=None,
+    )
+    base = _scoped(sa.select(sa.func.count()), StoredMessage.account_id, account_id)
+    backlog0 = session.scalar(
+        base.where(StoredMessage.received_at < start).where(
+            sa.or_(finished_at.is_(None), finished_at >= start)
+        )
+    )
+    start_epoch = start.timestamp()
+
+    def per_minute(column: Any, extra: Any = None) -> dict[int, int]:
+        offset = (epoch(session, column) - start_epoch) / 60
+        # Whole minutes since the start: PostgreSQL's CAST rounds, SQLite's truncates.
+        if session.get_bind().dialect.name == "postgresql":
+            offset = sa.func.floor(offset)
+        bucket = sa.cast(offset, sa.Integer)
+        stmt = _scoped(
+            sa.select(bucket, sa.func.count()).where(column >= start, column < end),
+            StoredMessage.account_id,
+            account_id,
+        )
+        if extra is not None:
+            stmt = stmt.where(extra)
+        return {int(b): int(n) for b, n in session.execute(stmt.group_by(bucket))}
+
+    received = per_minute(StoredMessage.received_at)
+    done = per_minute(StoredMessage.processed_at, StoredMessage.status == "done")
+    failed = per_minute(StoredMessage.updated_at, StoredMessage.status == "failed")
+    out, backlog = [], int(backlog0 or 0)
+    for i in range(minutes):
+        r, d, f = received.get(i, 0), done.get(i, 0), failed.get(i, 0)
+        backlog += r - d - f
+        out.append(Minute(start + timedelta(minutes=i), r, d, f, max(0, backlog)))
+    return out
