@@ -90,8 +90,10 @@ class Enqueuer:
     """Publishes stored ids in the background; while the broker is down it backs off and
     leaves the rows to the sweeper, so intake never waits for the broker."""
 
-    def __init__(self, sender: TaskSender, pause_after_failure: float = 5.0) -> None:
-        self.sender, self.pause = sender, pause_after_failure
+    def __init__(
+        self, sender: TaskSender, pause_after_failure: float = 5.0, linger: float = 0.03
+    ) -> None:
+        self.sender, self.pause, self.linger = sender, pause_after_failure, linger
         self._q: queue.Queue[int | None] = queue.Queue()
         self._down_until = 0.0
         self._thread = threading.Thread(target=self._run, name="inboxlog-enqueue", daemon=True)
@@ -111,9 +113,16 @@ class Enqueuer:
             if first is None:
                 return
             batch = [first]
+            # Linger a moment so a steady trickle still makes batches (one task per
+            # BATCH_SIZE ids shares the worker's round trips); a burst never waits.
+            deadline = time.monotonic() + self.linger
             while len(batch) < 256:
                 try:
-                    nxt = self._q.get_nowait()
+                    nxt = (
+                        self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                        if len(batch) < BATCH_SIZE
+                        else self._q.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if nxt is None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import annotated_types
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -61,13 +62,24 @@ def user_principal(p: Annotated[Principal, Depends(principal)]) -> Principal:
     return p
 
 
+# Ids are 32-bit INTEGER columns on PostgreSQL (SQLite takes 64-bit): a larger or non-positive
+# number names nothing, and passing it to the driver fails with an overflow (a 500) instead of
+# a lookup. Every id the API takes — path, query or body — is this type, so it is refused (422)
+# at the edge. The same bound caps paging offsets.
+MAX_DB_INT = 2**31 - 1
+DbId = Annotated[int, annotated_types.Interval(ge=1, le=MAX_DB_INT)]
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
     offset: int
 
 
-def page(limit: Annotated[int, Query(ge=1)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Page:
+def page(
+    limit: Annotated[int, Query(ge=1)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+) -> Page:
     return Page(limit=min(limit, 500), offset=offset)
 
 

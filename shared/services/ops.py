@@ -7,6 +7,7 @@ API that answers ``/v1/ops/*`` and ``/metrics`` runs apart from the gateways and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -241,14 +242,19 @@ def retry_failures_since(*, session: Session, account_id: int | None, since: dat
     return ids
 
 
-def resolve_failures(*, session: Session, stored_message_id: int) -> None:
-    """Mark the message's open failures resolved: called when a (retried) message ends ``done``.
+def resolve_failures(*, session: Session, stored_message_ids: Iterable[int]) -> None:
+    """Mark the open failures of these messages resolved: call it, in the transaction that sets
+    them ``done``, so a retried message's failure closes when the retry succeeds.
 
-    One indexed UPDATE that touches nothing for the usual message that never failed.
+    One indexed UPDATE (``failures.stored_message_id``) that matches nothing for the usual
+    message that never failed.
     """
+    ids = list(stored_message_ids)
+    if not ids:
+        return
     session.execute(
         sa.update(Failure)
-        .where(Failure.stored_message_id == stored_message_id, Failure.resolved_at.is_(None))
+        .where(Failure.stored_message_id.in_(ids), Failure.resolved_at.is_(None))
         .values(resolved_at=utcnow())
     )
 

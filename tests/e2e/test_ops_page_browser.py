@@ -6,12 +6,14 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory, transaction
 from shared.db.models import Connection, Failure, StoredMessage
 from tests.support.processes import free_port, inboxlog_env, start, stop, wait_http
@@ -89,8 +91,19 @@ def test_ops_page_renders_failures_connections_and_charts(api_process, tmp_path:
     account_id = r.json()["account"]["id"]
     engine = make_engine(db_url)
     with transaction(make_session_factory(engine)) as s:
+        now = utcnow()
         for status in ("done", "done", "stored"):
-            s.add(StoredMessage(account_id=account_id, source="bcc", raw=b"x", status=status))
+            done_at = now if status == "done" else None
+            s.add(
+                StoredMessage(
+                    account_id=account_id,
+                    source="bcc",
+                    raw=b"x",
+                    status=status,
+                    received_at=now - timedelta(minutes=20),
+                    processed_at=done_at,
+                )
+            )
         msg = StoredMessage(account_id=account_id, source="bcc", raw=b"x", status="failed")
         s.add(msg)
         s.flush()
@@ -126,7 +139,8 @@ def test_ops_page_renders_failures_connections_and_charts(api_process, tmp_path:
     # Both charts, with 60 per-minute points each and their series drawn.
     assert html.count('class="chart"') == 2 and html.count('data-points="60"') == 2
     assert 'data-series="backlog"' in html and 'data-series="processed"' in html
-    assert html.count("<rect ") >= 2  # this minute's arrivals and completions
+    # Arrivals 20 minutes ago, completions and the failure this minute.
+    assert html.count("<rect ") >= 3
     # Counts from the status endpoint.
     assert re.search(r'id="card-done".*?class="value">2<', html, re.S)
 
@@ -135,8 +149,6 @@ def test_ops_page_renders_failures_connections_and_charts(api_process, tmp_path:
     assert res.returncode == 0, res.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    keep = Path("/tmp/inboxlog-ops-screenshot.png")
-    keep.write_bytes(data)  # for a human look after the run
 
     # The button's target: the retry endpoint, driven directly.
     r = httpx.post(f"{base}/v1/ops/failures/{failure_id}/retry", headers=op)

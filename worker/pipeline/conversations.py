@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Conversation, EmailContact, LoggedEmail, RoundRobinCursor, TeamInbox
+from shared.db.models import Conversation, LoggedEmail, RoundRobinCursor, TeamInbox
 from shared.mail.threading import thread_subject
 from shared.rules.routing import pick_round_robin
-from worker.pipeline.job import Job
+from worker.pipeline.job import Batch, Job
 from worker.pipeline.threading import external_address, find_conversation
 
 DELIVERY_FAILED = "delivery_failed"
@@ -64,9 +64,13 @@ def _new_conversation(session: Session, job: Job, when: datetime) -> Conversatio
     return conv
 
 
-def attach(session: Session, job: Job, email_id: int) -> int:
+def attach(session: Session, job: Job, email_id: int, locked: set[int]) -> int:
     """Put the logged email in its conversation; returns the conversation id."""
-    session.execute(sa.select(TeamInbox.id).where(TeamInbox.id == job.inbox_id).with_for_update())
+    if job.inbox_id not in locked:  # held until the batch commits
+        session.execute(
+            sa.select(TeamInbox.id).where(TeamInbox.id == job.inbox_id).with_for_update()
+        )
+        locked.add(job.inbox_id)  # type: ignore[arg-type]
     content, decision = job.content, job.decision
     assert content is not None and decision is not None
     when = content.date or job.received_at or utcnow()
@@ -82,14 +86,23 @@ def attach(session: Session, job: Job, email_id: int) -> int:
             conv.status = "open"
     if content.kind == "bounce" and match.how == "bounce" and DELIVERY_FAILED not in conv.tags:
         conv.tags = [*conv.tags, DELIVERY_FAILED]
-    contact_ids = set(conv.contact_ids or []) | set(
-        session.scalars(sa.select(EmailContact.contact_id).where(EmailContact.email_id == email_id))
-    )
-    conv.contact_ids = sorted(contact_ids)
-    conv.message_count += 1
+    conv.contact_ids = sorted(set(conv.contact_ids or []) | set(job.contact_ids))
+    conv.message_count = (conv.message_count or 0) + 1
     if conv.last_message_at is None or when > conv.last_message_at:
         conv.last_message_at = when
+    session.flush()
     session.execute(
         sa.update(LoggedEmail).where(LoggedEmail.id == email_id).values(conversation_id=conv.id)
     )
     return conv.id
+
+
+def converse(job: Job, batch: Batch) -> None:
+    """Put a recorded team email in its conversation, unless it already has one (a duplicate)."""
+    if job.decision is None or not job.decision.keep_in_conversation or job.inbox_id is None:
+        return
+    if job.outcome == "duplicate" and batch.session.scalar(
+        sa.select(LoggedEmail.conversation_id).where(LoggedEmail.id == job.email_id)
+    ):
+        return
+    attach(batch.session, job, job.email_id, batch.locked_inboxes)  # type: ignore[arg-type]

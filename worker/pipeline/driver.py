@@ -1,7 +1,7 @@
 """Runs the stages in order for a batch of stored messages and turns errors into retries or
 failure records. The stage order is visible here and only here:
 
-    claim → understand → gather → thread → route → decide → record → finish
+    claim → understand → gather → route → decide → record → converse → finish
 
 ``claim`` and ``finish`` are one statement each for the whole batch; ``gather`` through
 ``record`` share one transaction, and bcc/forward/personal mail is recorded with a few
@@ -27,13 +27,12 @@ from shared.db.base import utcnow
 from shared.db.models import Failure, StoredMessage
 from shared.errors import PermanentError, TransientError
 from worker.pipeline.claim import claim
+from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide
 from worker.pipeline.gather import gather, prefetch
 from worker.pipeline.job import Batch, Deps, Job
-from worker.pipeline.record import record
-from worker.pipeline.record_batch import record_batch
+from worker.pipeline.record import record_batch
 from worker.pipeline.route import route
-from worker.pipeline.threading import thread
 from worker.pipeline.understand import understand
 
 log = logging.getLogger("inboxlog.pipeline")
@@ -43,7 +42,6 @@ MAX_ATTEMPTS = 3
 
 PER_MESSAGE_STAGES: tuple[tuple[str, Callable[[Job, Batch], None]], ...] = (
     ("gather", gather),
-    ("thread", thread),
     ("route", route),
     ("decide", decide),
 )
@@ -144,19 +142,20 @@ def _transaction(jobs: list[Job], deps: Deps, logging_domain: str) -> None:
         for job in jobs:
             for name, stage in PER_MESSAGE_STAGES:
                 _timed(job, name, lambda stage=stage, job=job: stage(job, batch))
-            if job.source == "team":
-                _timed(job, "record", lambda job=job: record(job, batch))
-        rest = [j for j in jobs if j.source != "team"]
-        if rest:
-            t0 = time.perf_counter()
-            try:
-                record_batch(rest, batch)
-            except Exception as exc:
-                for job in rest:
-                    job.error, job.failed_stage = exc, "record"
-                raise
-            for job in rest:
-                job.timings["record"] = (time.perf_counter() - t0) / len(rest)
+        t0 = time.perf_counter()
+        try:
+            record_batch(jobs, batch)
+        except Exception as exc:
+            for job in jobs:
+                job.error, job.failed_stage = exc, "record"
+            raise
+        for job in jobs:
+            job.timings["record"] = (time.perf_counter() - t0) / len(jobs)
+        # Team mail joins its conversation in arrival order: threading depends on the
+        # messages before it, so this part runs message by message under the inbox lock.
+        for job in jobs:
+            if job.source == "team" and job.email_id is not None:
+                _timed(job, "converse", lambda job=job: converse(job, batch))
         _finish(session, jobs)
 
 

@@ -29,6 +29,8 @@ class Batch:
     logging_domain: str
     accounts: dict[int, AccountFacts] = field(default_factory=dict)
     contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
+    rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
+    locked_inboxes: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Job:
     decision: LoggingDecision | None = None
     # Filled by record.
     email_id: int | None = None
+    contact_ids: list[int] = field(default_factory=list)
     outcome: str = ""
     keep_raw: bool = True
     # Set when a stage raised for this message (the rest of the batch goes on).

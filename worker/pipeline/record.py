@@ -1,9 +1,9 @@
-"""Stage ``record``: logged email, contacts, associations and the decision, in the batch's
-transaction (one savepoint per message).
+"""Stage ``record``: a whole batch in a few multi-row statements — the emails, their
+participants and sources, new companies and contacts, the associations and the decisions.
 
 The unique (account, identity) key makes a second arrival of the same message a ``duplicate``
 that only adds a source and associations; the unique decision per stored message makes a
-redelivered task a no-op. Rows are written with a few multi-row statements per message.
+redelivered task a no-op. Team mail then joins its conversation (conversations.py).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from shared.db.models import (
     EmailSource,
     LoggedEmail,
 )
-from shared.db.upsert import insert_ignore
+from shared.db.upsert import insert_ignore, insert_ignore_returning
 from shared.mail import Address
 from shared.rules import codes as c
 from shared.services.crm import company_domain_for
-from worker.pipeline.conversations import attach
 from worker.pipeline.job import Batch, Job
 
 
@@ -105,149 +104,180 @@ def decision_values(job: Job) -> dict[str, Any]:
     }
 
 
-def _insert_email(session: Session, job: Job) -> tuple[int, bool]:
-    content = job.content
-    assert content is not None
-    new_id = insert_ignore(
-        session, LoggedEmail, email_values(job), ["account_id", "identity"], LoggedEmail.id
-    )
-    if new_id is not None:
-        people = [("from", content.from_)] if content.from_ else []
-        people += [("to", a) for a in content.to] + [("cc", a) for a in content.cc]
-        if people:
-            session.execute(
-                sa.insert(EmailParticipant),
-                [
-                    {"email_id": new_id, "role": role, "address": a.address, "name": a.name}
-                    for role, a in people
-                ],
-            )
-        return new_id, True
-    existing = session.scalar(
-        sa.select(LoggedEmail.id).where(
-            LoggedEmail.account_id == job.account_id, LoggedEmail.identity == content.identity
-        )
-    )
-    assert existing is not None
-    return existing, False
-
-
-def _create_contacts(
-    session: Session, job: Job, batch: Batch, create: list[tuple[str, str | None]]
-) -> None:
-    settings, d = job.settings, job.decision
-    assert settings is not None and d is not None
-    domains = (
-        {addr: company_domain_for(addr) for addr, _ in create}
-        if settings.associate_companies
-        else {}
-    )
-    wanted = sorted({dom for dom in domains.values() if dom})
-    company_ids: dict[str, int] = {}
-    if wanted:
-        insert_ignore(
+def _emails(session: Session, logged: list[Job]) -> None:
+    """Insert new emails; set ``email_id`` and ``outcome`` (logged or duplicate) on each job."""
+    firsts: dict[tuple[int, str], Job] = {}
+    for job in logged:
+        firsts.setdefault((job.account_id, job.content.identity), job)
+    rows = [email_values(job) for job in firsts.values()]
+    rows.sort(key=lambda r: (r["account_id"], r["identity"]))  # a stable lock order
+    new = {
+        (a, i): eid
+        for eid, a, i in insert_ignore_returning(
             session,
-            Company,
-            [
-                {"account_id": job.account_id, "domain": dom, "name": dom, "created_at": utcnow()}
-                for dom in wanted
-            ],
-            ["account_id", "domain"],
+            LoggedEmail,
+            rows,
+            ["account_id", "identity"],
+            (LoggedEmail.id, LoggedEmail.account_id, LoggedEmail.identity),
         )
-        company_ids = dict(
-            session.execute(
-                sa.select(Company.domain, Company.id).where(
-                    Company.account_id == job.account_id, Company.domain.in_(wanted)
+    }
+    missing = [k for k in firsts if k not in new]
+    existing: dict[tuple[int, str], int] = {}
+    if missing:
+        existing = {
+            (a, i): eid
+            for eid, a, i in session.execute(
+                sa.select(LoggedEmail.id, LoggedEmail.account_id, LoggedEmail.identity).where(
+                    sa.tuple_(LoggedEmail.account_id, LoggedEmail.identity).in_(missing)
                 )
-            ).all()
-        )
-    # A new contact from bcc/forward gets the acting user as owner (§4).
-    owner = d.acting_user_id if job.source in ("bcc", "forward") else None
-    insert_ignore(
-        session,
-        Contact,
-        [
-            {
-                "account_id": job.account_id,
-                "email": addr,
-                "name": name,
-                "owner_id": owner,
-                "company_id": company_ids.get(domains.get(addr) or ""),
-                "created_at": utcnow(),
+            )
+        }
+    participants = []
+    for job in logged:
+        key = (job.account_id, job.content.identity)
+        created = key in new and firsts[key] is job
+        job.email_id = new.get(key) or existing[key]
+        job.outcome = c.LOGGED if created else c.DUPLICATE
+        if created:
+            participants += participant_rows(job.email_id, job.content)
+    if participants:
+        session.execute(sa.insert(EmailParticipant), participants)
+
+
+def _contacts(
+    session: Session, batch: Batch, logged: list[Job]
+) -> dict[tuple[int, str], tuple[int, int | None]]:
+    """Create the new contacts (and their companies); return (account, address) -> (id, company)."""
+    creates: dict[tuple[int, str], dict[str, Any]] = {}
+    wanted: set[tuple[int, str]] = set()
+    for job in logged:
+        d = job.decision
+        for p in d.participants:
+            if p.action == c.ACT_SKIPPED:
+                continue
+            wanted.add((job.account_id, p.address))
+            if p.action == c.ACT_CREATED and (job.account_id, p.address) not in creates:
+                domain = company_domain_for(p.address) if job.settings.associate_companies else None
+                creates[(job.account_id, p.address)] = {
+                    "account_id": job.account_id,
+                    "email": p.address,
+                    "name": p.name,
+                    # A new contact from bcc/forward gets the acting user as owner (§4).
+                    "owner_id": d.acting_user_id if job.source in ("bcc", "forward") else None,
+                    "domain": domain,
+                }
+    if creates:
+        domains = sorted({(r["account_id"], r["domain"]) for r in creates.values() if r["domain"]})
+        company_ids: dict[tuple[int, str], int] = {}
+        if domains:
+            insert_ignore(
+                session,
+                Company,
+                [
+                    {"account_id": a, "domain": dom, "name": dom, "created_at": utcnow()}
+                    for a, dom in domains
+                ],
+                ["account_id", "domain"],
+            )
+            company_ids = {
+                (a, dom): cid
+                for cid, a, dom in session.execute(
+                    sa.select(Company.id, Company.account_id, Company.domain).where(
+                        sa.tuple_(Company.account_id, Company.domain).in_(domains)
+                    )
+                )
             }
-            for addr, name in create
-        ],
-        ["account_id", "email"],
-    )
-    batch.contacts.setdefault(job.account_id, set()).update(addr for addr, _ in create)
-
-
-def _associate(session: Session, job: Job, batch: Batch, email_id: int) -> None:
-    d = job.decision
-    assert d is not None and job.settings is not None
-    to_log = [p for p in d.participants if p.action != c.ACT_SKIPPED]
-    if not to_log:
-        return
-    create = [(p.address, p.name) for p in to_log if p.action == c.ACT_CREATED]
-    if create:
-        _create_contacts(session, job, batch, create)
-    rows = session.execute(
-        sa.select(Contact.id, Contact.company_id).where(
-            Contact.account_id == job.account_id, Contact.email.in_([p.address for p in to_log])
-        )
-    ).all()
-    insert_ignore(
-        session,
-        EmailContact,
-        [{"email_id": email_id, "contact_id": cid} for cid, _ in rows],
-        ["email_id", "contact_id"],
-    )
-    if job.settings.associate_companies:
-        companies = sorted({co for _, co in rows if co})
         insert_ignore(
             session,
-            EmailCompany,
-            [{"email_id": email_id, "company_id": co} for co in companies],
-            ["email_id", "company_id"],
+            Contact,
+            [
+                {
+                    "account_id": r["account_id"],
+                    "email": r["email"],
+                    "name": r["name"],
+                    "owner_id": r["owner_id"],
+                    "created_at": utcnow(),
+                    "company_id": company_ids.get((r["account_id"], r["domain"] or "")),
+                }
+                for _, r in sorted(creates.items())
+            ],
+            ["account_id", "email"],
         )
+        for account_id, address in creates:
+            batch.contacts.setdefault(account_id, set()).add(address)
+    if not wanted:
+        return {}
+    return {
+        (a, e): (cid, co)
+        for cid, a, e, co in session.execute(
+            sa.select(Contact.id, Contact.account_id, Contact.email, Contact.company_id).where(
+                sa.tuple_(Contact.account_id, Contact.email).in_(sorted(wanted))
+            )
+        )
+    }
 
 
-def record(job: Job, batch: Batch) -> None:
-    session, d = batch.session, job.decision
-    assert d is not None
-    if session.scalar(sa.select(Decision.id).where(Decision.stored_message_id == job.stored_id)):
-        job.outcome = "already_recorded"
-        return
-    outcome = d.outcome
-    if d.outcome == c.LOGGED:
-        email_id, created = _insert_email(session, job)
-        if not created:
-            outcome = c.DUPLICATE
+def record_batch(jobs: list[Job], batch: Batch) -> None:
+    session = batch.session
+    seen = set(
+        session.scalars(
+            sa.select(Decision.stored_message_id).where(
+                Decision.stored_message_id.in_([j.stored_id for j in jobs])
+            )
+        )
+    )
+    todo = []
+    for job in jobs:
+        if job.stored_id in seen:  # a redelivered task: recorded already
+            job.outcome = "already_recorded"
+        else:
+            todo.append(job)
+    logged = [j for j in todo if j.decision.outcome == c.LOGGED]
+    for job in todo:
+        if job.decision.outcome != c.LOGGED:
+            job.outcome = job.decision.outcome
+    if logged:
+        _emails(session, logged)
         insert_ignore(
             session,
             EmailSource,
-            {
-                "email_id": email_id,
-                "source": job.source,
-                "stored_message_id": job.stored_id,
-                "connection_id": job.connection_id,
-                "created_at": utcnow(),
-            },
+            [
+                {
+                    "email_id": j.email_id,
+                    "source": j.source,
+                    "stored_message_id": j.stored_id,
+                    "connection_id": j.connection_id,
+                    "created_at": utcnow(),
+                }
+                for j in logged
+            ],
             ["email_id", "stored_message_id"],
         )
-        _associate(session, job, batch, email_id)
-        if job.source == "team" and d.keep_in_conversation and job.inbox_id is not None:
-            current = (
-                None
-                if created
-                else session.scalar(
-                    sa.select(LoggedEmail.conversation_id).where(LoggedEmail.id == email_id)
-                )
-            )
-            if current is None:
-                attach(session, job, email_id)
-        job.email_id = email_id
-    job.outcome = outcome
-    session.execute(sa.insert(Decision).values(**decision_values(job)))
-    # Raw content of a skipped personal-inbox message is not kept (§4).
-    job.keep_raw = not (job.source == "personal" and outcome not in (c.LOGGED, c.DUPLICATE))
+        contacts = _contacts(session, batch, logged)
+        links, companies = set(), set()
+        for job in logged:
+            for p in job.decision.participants:
+                found = contacts.get((job.account_id, p.address))
+                if p.action == c.ACT_SKIPPED or found is None:
+                    continue
+                links.add((job.email_id, found[0]))
+                job.contact_ids.append(found[0])
+                if found[1] and job.settings.associate_companies:
+                    companies.add((job.email_id, found[1]))
+        insert_ignore(
+            session,
+            EmailContact,
+            [{"email_id": e, "contact_id": k} for e, k in sorted(links)],
+            ["email_id", "contact_id"],
+        )
+        insert_ignore(
+            session,
+            EmailCompany,
+            [{"email_id": e, "company_id": k} for e, k in sorted(companies)],
+            ["email_id", "company_id"],
+        )
+    if todo:
+        session.execute(sa.insert(Decision), [decision_values(j) for j in todo])
+    for job in todo:
+        # Raw content of a skipped personal-inbox message is not kept (§4).
+        job.keep_raw = not (job.source == "personal" and job.outcome not in (c.LOGGED, c.DUPLICATE))

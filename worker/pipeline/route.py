@@ -6,11 +6,12 @@ import dataclasses
 
 import sqlalchemy as sa
 
-from shared.db.models import Contact, User
+from shared.db.models import Connection, Contact, User
 from shared.rules.routing import RoutingFacts
 from shared.rules.routing import route as evaluate
 from shared.services.inboxes import get_rules
 from worker.pipeline.job import Batch, Job
+from worker.pipeline.threading import find_conversation
 
 
 def received_at_addresses(job: Job, connection_address: str | None) -> frozenset[str]:
@@ -55,14 +56,18 @@ def routing_facts(
 
 
 def route(job: Job, batch: Batch) -> None:
-    if job.source != "team" or job.thread is None or job.thread.conversation_id is not None:
+    """Rules apply to a new conversation only: look the thread up just when rules exist."""
+    if job.source != "team" or job.inbox_id is None or job.content is None:
         return
-    from shared.db.models import Connection
-
     session = batch.session
-    rules = get_rules(session=session, inbox_id=job.inbox_id)  # type: ignore[arg-type]
+    if job.inbox_id not in batch.rules:
+        batch.rules[job.inbox_id] = get_rules(session=session, inbox_id=job.inbox_id)
+    rules = batch.rules[job.inbox_id]
     if not rules:
         return
+    job.thread = find_conversation(session, job)
+    if job.thread.conversation_id is not None:
+        return  # replies keep the assignee (§5)
     address = (
         session.scalar(sa.select(Connection.address).where(Connection.id == job.connection_id))
         if job.connection_id

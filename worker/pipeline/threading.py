@@ -1,9 +1,9 @@
-"""Stage ``thread``: which conversation of the team inbox a message belongs to (§5).
+"""Which conversation of the team inbox a message belongs to (§5).
 
 Headers first (In-Reply-To/References against the inbox's known Message-IDs), a bounce to the
 conversation of the message it reports on, then the normalized subject with the same external
-participant within 30 days. The record stage repeats the lookup under the inbox lock, so two
-workers never open two conversations for one thread.
+participant within 30 days. The lookup that decides runs under the inbox lock (conversations.py),
+so two workers never open two conversations for one thread.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared.db.base import utcnow
 from shared.db.models import Conversation, LoggedEmail
 from shared.mail.threading import thread_subject
-from worker.pipeline.job import Batch, Job
+from worker.pipeline.job import Job
 
 SUBJECT_WINDOW = timedelta(days=30)
 
@@ -87,9 +87,3 @@ def find_conversation(session: Session, job: Job) -> ThreadMatch:
         if found:
             return ThreadMatch(found, "subject")
     return ThreadMatch(None, "new")
-
-
-def thread(job: Job, batch: Batch) -> None:
-    if job.source != "team" or job.inbox_id is None or job.content is None:
-        return
-    job.thread = find_conversation(batch.session, job)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from gateway.http.deps import SessionDep, UserDep
+from gateway.http.deps import DbId, SessionDep, UserDep
 from shared.services import attachments as svc
 
 router = APIRouter(tags=["emails"])
@@ -37,7 +37,7 @@ def content_disposition(filename: str | None) -> str:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_attachment(
-    email_id: int,
+    email_id: DbId,
     index: Annotated[int, Path(ge=0)],
     session: SessionDep,
     p: UserDep,

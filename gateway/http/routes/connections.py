@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.http.deps import ContextDep, PageDep, SessionDep, UserDep
+from gateway.http.deps import ContextDep, DbId, PageDep, SessionDep, UserDep
 from shared.services import connections as svc
 
 router = APIRouter(tags=["connections"])
@@ -29,8 +29,8 @@ class ConnectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     kind: Literal["personal", "team"]
-    user_id: int | None = None
-    inbox_id: int | None = None
+    user_id: DbId | None = None
+    inbox_id: DbId | None = None
     meetings: bool = False
     imap: ImapIn | None = None
 
@@ -69,14 +69,14 @@ def list_connections(session: SessionDep, p: UserDep, pg: PageDep) -> dict:
 
 
 @router.get("/v1/connections/{connection_id}")
-def get_connection(connection_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_connection(connection_id: DbId, session: SessionDep, p: UserDep) -> dict:
     conn = svc.get_connection(session=session, principal=p, connection_id=connection_id)
     return svc.connection_view(session=session, principal=p, conn=conn)
 
 
 @router.patch("/v1/connections/{connection_id}")
 def patch_connection(
-    connection_id: int, body: ConnectionPatch, ctx: ContextDep, session: SessionDep, p: UserDep
+    connection_id: DbId, body: ConnectionPatch, ctx: ContextDep, session: SessionDep, p: UserDep
 ) -> dict:
     conn = svc.update_connection(
         session=session,
@@ -90,14 +90,14 @@ def patch_connection(
 
 
 @router.delete("/v1/connections/{connection_id}", status_code=204)
-def delete_connection(connection_id: int, session: SessionDep, p: UserDep) -> Response:
+def delete_connection(connection_id: DbId, session: SessionDep, p: UserDep) -> Response:
     svc.delete_connection(session=session, principal=p, connection_id=connection_id)
     return Response(status_code=204)
 
 
 @router.post("/v1/connections/{connection_id}/sync", status_code=202)
 def sync_connection(
-    connection_id: int, session: SessionDep, p: UserDep, body: SyncIn | None = None
+    connection_id: DbId, session: SessionDep, p: UserDep, body: SyncIn | None = None
 ) -> dict:
     since = body.since if body else None
     conn = svc.request_sync(session=session, principal=p, connection_id=connection_id, since=since)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.http.deps import PageDep, SessionDep, UserDep
+from gateway.http.deps import DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import conversation_view, email_summary
 from shared.db.models import Contact, User
 from shared.mail import parse_message
@@ -22,7 +22,7 @@ router = APIRouter(tags=["conversations"])
 class ConversationPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["open", "closed"] | None = None
-    assignee_id: int | None = None
+    assignee_id: DbId | None = None
 
 
 class RawIn(BaseModel):
@@ -32,12 +32,12 @@ class RawIn(BaseModel):
 
 @router.get("/v1/inboxes/{inbox_id}/conversations")
 def list_conversations(
-    inbox_id: int,
+    inbox_id: DbId,
     session: SessionDep,
     p: UserDep,
     pg: PageDep,
     status: Literal["open", "closed"] | None = None,
-    assignee_id: int | None = None,
+    assignee_id: DbId | None = None,
 ) -> dict:
     found = svc.list_conversations(
         session=session,
@@ -52,7 +52,7 @@ def list_conversations(
 
 
 @router.get("/v1/conversations/{conversation_id}")
-def get_conversation(conversation_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_conversation(conversation_id: DbId, session: SessionDep, p: UserDep) -> dict:
     conv = svc.get_conversation(session=session, principal=p, conversation_id=conversation_id)
     messages = svc.messages_of(session=session, conversation_id=conv.id)
     return {**conversation_view(conv), "messages": [email_summary(m) for m in messages]}
@@ -60,7 +60,7 @@ def get_conversation(conversation_id: int, session: SessionDep, p: UserDep) -> d
 
 @router.patch("/v1/conversations/{conversation_id}")
 def patch_conversation(
-    conversation_id: int, body: ConversationPatch, session: SessionDep, p: UserDep
+    conversation_id: DbId, body: ConversationPatch, session: SessionDep, p: UserDep
 ) -> dict:
     fields = {k: getattr(body, k) for k in body.model_fields_set}
     if "status" in fields and fields["status"] is None:
@@ -72,7 +72,7 @@ def patch_conversation(
 
 
 @router.post("/v1/inboxes/{inbox_id}/rules/test")
-def test_rules(inbox_id: int, body: RawIn, session: SessionDep, p: UserDep) -> dict:
+def test_rules(inbox_id: DbId, body: RawIn, session: SessionDep, p: UserDep) -> dict:
     """Which rule would fire on this raw message, and why each earlier one did not."""
     inbox = get_inbox(session=session, principal=p, inbox_id=inbox_id)
     pm = parse_message(body.raw.encode("utf-8", "surrogateescape"))

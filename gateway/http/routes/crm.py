@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from gateway.http.deps import PageDep, SessionDep, UserDep
+from gateway.http.deps import DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import company_view, contact_view
 from shared.services import crm as svc
 from shared.services.accounts import get_account, settings_of
@@ -17,7 +17,7 @@ class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr
     name: str | None = Field(default=None, max_length=200)
-    owner_id: int | None = None
+    owner_id: DbId | None = None
 
 
 @router.post("/v1/contacts", status_code=201)
@@ -43,7 +43,7 @@ def list_contacts(session: SessionDep, p: UserDep, pg: PageDep, email: str | Non
 
 
 @router.get("/v1/contacts/{contact_id}")
-def get_contact(contact_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_contact(contact_id: DbId, session: SessionDep, p: UserDep) -> dict:
     return contact_view(svc.get_contact(session=session, principal=p, contact_id=contact_id))
 
 
@@ -56,5 +56,5 @@ def list_companies(session: SessionDep, p: UserDep, pg: PageDep, domain: str | N
 
 
 @router.get("/v1/companies/{company_id}")
-def get_company(company_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_company(company_id: DbId, session: SessionDep, p: UserDep) -> dict:
     return company_view(svc.get_company(session=session, principal=p, company_id=company_id))

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from gateway.http.deps import PageDep, SessionDep, UserDep
+from gateway.http.deps import DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import decision_view, email_summary, email_view
 from shared.rules.codes import OUTCOMES, SOURCES
 from shared.services import crm
@@ -22,7 +22,7 @@ class EmailPatch(BaseModel):
 
 
 @router.get("/v1/contacts/{contact_id}/emails")
-def contact_emails(contact_id: int, session: SessionDep, p: UserDep, pg: PageDep) -> dict:
+def contact_emails(contact_id: DbId, session: SessionDep, p: UserDep, pg: PageDep) -> dict:
     crm.get_contact(session=session, principal=p, contact_id=contact_id)
     found = svc.emails_of_contact(
         session=session, principal=p, contact_id=contact_id, limit=pg.limit, offset=pg.offset
@@ -31,7 +31,7 @@ def contact_emails(contact_id: int, session: SessionDep, p: UserDep, pg: PageDep
 
 
 @router.get("/v1/companies/{company_id}/emails")
-def company_emails(company_id: int, session: SessionDep, p: UserDep, pg: PageDep) -> dict:
+def company_emails(company_id: DbId, session: SessionDep, p: UserDep, pg: PageDep) -> dict:
     crm.get_company(session=session, principal=p, company_id=company_id)
     found = svc.emails_of_company(
         session=session, principal=p, company_id=company_id, limit=pg.limit, offset=pg.offset
@@ -40,13 +40,13 @@ def company_emails(company_id: int, session: SessionDep, p: UserDep, pg: PageDep
 
 
 @router.get("/v1/emails/{email_id}")
-def get_email(email_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_email(email_id: DbId, session: SessionDep, p: UserDep) -> dict:
     email = svc.get_email(session=session, principal=p, email_id=email_id)
     return email_view(email, svc.email_links(session, email.id))
 
 
 @router.patch("/v1/emails/{email_id}")
-def patch_email(email_id: int, body: EmailPatch, session: SessionDep, p: UserDep) -> dict:
+def patch_email(email_id: DbId, body: EmailPatch, session: SessionDep, p: UserDep) -> dict:
     email = svc.set_visibility(
         session=session, principal=p, email_id=email_id, visibility=body.visibility
     )

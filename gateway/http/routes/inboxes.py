@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.http.deps import ContextDep, PageDep, SessionDep, UserDep
+from gateway.http.deps import ContextDep, DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import inbox_view
 from shared.rules.schema import Rule
 from shared.services import inboxes as svc
@@ -17,14 +17,14 @@ class InboxIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     sender_name: str | None = Field(default=None, max_length=200)
-    member_ids: list[int] = Field(default_factory=list)
+    member_ids: list[DbId] = Field(default_factory=list)
 
 
 class InboxPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=200)
     sender_name: str | None = Field(default=None, max_length=200)
-    member_ids: list[int] | None = None
+    member_ids: list[DbId] | None = None
 
 
 class RulesIn(BaseModel):
@@ -55,14 +55,14 @@ def list_inboxes(ctx: ContextDep, session: SessionDep, p: UserDep, pg: PageDep) 
 
 
 @router.get("/v1/inboxes/{inbox_id}")
-def get_inbox(inbox_id: int, ctx: ContextDep, session: SessionDep, p: UserDep) -> dict:
+def get_inbox(inbox_id: DbId, ctx: ContextDep, session: SessionDep, p: UserDep) -> dict:
     inbox = svc.get_inbox(session=session, principal=p, inbox_id=inbox_id)
     return inbox_view(session, inbox, ctx.settings.logging_domain)
 
 
 @router.patch("/v1/inboxes/{inbox_id}")
 def patch_inbox(
-    inbox_id: int, body: InboxPatch, ctx: ContextDep, session: SessionDep, p: UserDep
+    inbox_id: DbId, body: InboxPatch, ctx: ContextDep, session: SessionDep, p: UserDep
 ) -> dict:
     inbox = svc.update_inbox(
         session=session,
@@ -74,13 +74,13 @@ def patch_inbox(
 
 
 @router.get("/v1/inboxes/{inbox_id}/rules")
-def get_rules(inbox_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_rules(inbox_id: DbId, session: SessionDep, p: UserDep) -> dict:
     inbox = svc.get_inbox(session=session, principal=p, inbox_id=inbox_id)
     return rules_view(svc.get_rules(session=session, inbox_id=inbox.id))
 
 
 @router.put("/v1/inboxes/{inbox_id}/rules")
-def put_rules(inbox_id: int, body: RulesIn, session: SessionDep, p: UserDep) -> dict:
+def put_rules(inbox_id: DbId, body: RulesIn, session: SessionDep, p: UserDep) -> dict:
     return rules_view(
         svc.replace_rules(session=session, principal=p, inbox_id=inbox_id, rules=body.items)
     )

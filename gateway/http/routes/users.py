@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from gateway.http.deps import PageDep, SessionDep, UserDep
+from gateway.http.deps import DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import defaults_view, user_view
 from shared.services import users as svc
 
@@ -50,12 +50,12 @@ def list_users(session: SessionDep, p: UserDep, pg: PageDep) -> dict:
 
 
 @router.get("/v1/users/{user_id}")
-def get_user(user_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_user(user_id: DbId, session: SessionDep, p: UserDep) -> dict:
     return user_view(svc.get_user(session=session, principal=p, user_id=user_id))
 
 
 @router.patch("/v1/users/{user_id}")
-def patch_user(user_id: int, body: UserPatch, session: SessionDep, p: UserDep) -> dict:
+def patch_user(user_id: DbId, body: UserPatch, session: SessionDep, p: UserDep) -> dict:
     fields = body.model_fields_set
     user = svc.update_user(
         session=session,
@@ -70,14 +70,14 @@ def patch_user(user_id: int, body: UserPatch, session: SessionDep, p: UserDep) -
 
 
 @router.get("/v1/users/{user_id}/defaults")
-def get_defaults(user_id: int, session: SessionDep, p: UserDep) -> dict:
+def get_defaults(user_id: DbId, session: SessionDep, p: UserDep) -> dict:
     user = svc.get_user(session=session, principal=p, user_id=user_id)
     svc.check_self_or_admin(p, user)
     return defaults_view(user)
 
 
 @router.put("/v1/users/{user_id}/defaults")
-def put_defaults(user_id: int, body: DefaultsIn, session: SessionDep, p: UserDep) -> dict:
+def put_defaults(user_id: DbId, body: DefaultsIn, session: SessionDep, p: UserDep) -> dict:
     user = svc.set_defaults(
         session=session,
         principal=p,

@@ -174,7 +174,8 @@ function chart(target, items, series, kind) {
   items.forEach((it, i) => {
     if (i % 15 === 0 || i === items.length - 1) {
       const label = new Date(it.minute).toISOString().slice(11, 16);
-      root.append(svg("text", { x: x(i), y: H - 6, "text-anchor": "middle" }, label));
+      const anchor = i === 0 ? "start" : i === items.length - 1 ? "end" : "middle";
+      root.append(svg("text", { x: x(i), y: H - 6, "text-anchor": anchor }, label));
     }
   });
   if (kind === "line") {

@@ -183,7 +183,7 @@ def test_failures_list_retry_and_resolution(api: Api) -> None:
     # The record stage resolves it when the message ends done.
     with transaction(api.ctx.sessions) as s:
         s.get(StoredMessage, older_stored).status = "done"  # type: ignore[union-attr]
-        resolve_failures(session=s, stored_message_id=older_stored)
+        resolve_failures(session=s, stored_message_ids=[older_stored])
     items = api.call("GET", "/v1/ops/failures", a["token"], 200)["items"]
     assert [f["id"] for f in items] == [newer]
     with_resolved = api.call("GET", "/v1/ops/failures?all=true", a["token"], 200)["items"]

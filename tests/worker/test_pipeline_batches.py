@@ -1,0 +1,97 @@
+"""The batched pipeline: many messages per transaction, and one bad message never takes the
+others down (both databases)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from shared.db.engine import make_engine, make_session_factory, transaction
+from shared.db.models import Decision, Failure, LoggedEmail, StoredMessage
+from shared.intake import IncomingMessage, store_messages
+from tests.e2e.mail import message
+from tests.support.world import World, new_world
+from worker.pipeline import driver
+from worker.pipeline.job import Deps
+
+
+@pytest.fixture
+def world(db_url: str) -> Iterator[World]:
+    engine = make_engine(db_url)
+    yield new_world(make_session_factory(engine))
+    engine.dispose()
+
+
+def store(world: World, raws: list[bytes], source: str = "bcc") -> list[int]:
+    with transaction(world.sessions) as s:
+        return store_messages(
+            session=s,
+            items=[
+                IncomingMessage(account_id=world.account_id, source=source, raw=r) for r in raws
+            ],
+        )
+
+
+def test_a_batch_with_the_same_message_twice_logs_it_once(world: World) -> None:
+    raw = message("alice@ours.example", ["ken@acme.co.jp"], message_id="<same@x.example>")
+    other = message("alice@ours.example", ["ken@acme.co.jp", "amy@acme.co.jp"])
+    ids = store(world, [raw, other, raw])
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    assert [j.outcome for j in jobs] == ["logged", "logged", "duplicate"]
+    assert jobs[0].email_id == jobs[2].email_id
+    assert len(world.emails()) == 2 and set(world.contacts()) == {
+        "ken@acme.co.jp",
+        "amy@acme.co.jp",
+    }
+    with world.sessions() as s:
+        assert (
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(Decision)
+                .where(Decision.stored_message_id.in_(ids))
+            )
+            == 3
+        )
+    # A redelivered batch finds nothing left to do.
+    assert driver.process_many(ids, Deps(world.sessions), "log.localhost") == []
+
+
+def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = store(world, [message("alice@ours.example", [f"c{i}@acme.co.jp"]) for i in range(5)])
+    poison = ids[2]
+    real_gather = driver.gather
+
+    def exploding_gather(job, batch):  # type: ignore[no-untyped-def]
+        if job.stored_id == poison:
+            raise RuntimeError("stage crashed")
+        real_gather(job, batch)
+
+    monkeypatch.setattr(
+        driver, "PER_MESSAGE_STAGES", (("gather", exploding_gather), *driver.PER_MESSAGE_STAGES[1:])
+    )
+    deps = Deps(world.sessions)
+    jobs = driver.process_many(ids, deps, "log.localhost")
+    assert {j.stored_id: j.outcome for j in jobs} == {
+        **{i: "logged" for i in ids if i != poison},
+        poison: "",
+    }
+    assert driver.retry_ids(jobs) == [poison]
+    for _ in range(driver.MAX_ATTEMPTS - 1):
+        jobs = driver.process_many([poison], deps, "log.localhost")
+    assert jobs[0].outcome == "failed"
+    with world.sessions() as s:
+        row = s.get(StoredMessage, poison)
+        [failure] = s.scalars(sa.select(Failure).where(Failure.stored_message_id == poison))
+        assert row.status == "failed" and row.raw is not None  # the raw message is kept
+        assert (failure.stage, failure.attempts) == ("gather", driver.MAX_ATTEMPTS)
+        assert "stage crashed" in failure.error
+        logged = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(LoggedEmail)
+            .where(LoggedEmail.account_id == world.account_id)
+        )
+    assert logged == 4
