@@ -367,19 +367,8 @@ def yardstick(port: int, user: str, password: str) -> YardResult:
     return YardResult(count, nbytes, t1 - t0, time.process_time() - c0)
 
 
-def timings(fn: Callable[[], object], n: int, warm: int = 50) -> list[float]:
-    for _ in range(warm):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def ms(values: Sequence[float]) -> str:
-    return f"{statistics.mean(values) * 1000:.3f} / {pct(values, 99) * 1000:.3f} ms"
+    return f"{statistics.mean(values) * 1000:.3f} / {pct(values, 99) * 1000:.3f} ms (median {pct(values, 50) * 1000:.3f})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,36 +596,57 @@ def inprocess_sync(fig: Figures, stack, server, today: date, n: int) -> float | 
 
 
 def idle_cycle(fig: Figures, args: argparse.Namespace, stack, server, say) -> None:  # type: ignore[no-untyped-def]
-
     from shared.crypto import SecretBox
 
     reps = args.status_reps
     say(f"(4) no-new-mail check: {reps} × status() on held connections")
     box = SecretBox(stack.env["INBOXLOG_SECRET_KEY"])
-    results = {f"{size:,}": measure_mailbox(args, stack, server, box, user)
-               for user, size in (("support", args.messages), ("sales", SMALL_MAILBOX))}
+    # Both mailboxes are measured interleaved (one call on each per round) so that machine
+    # noise lands on both alike; each kind of call gets its own rounds.
+    probes = {
+        f"{size:,}": mailbox_probes(stack, server, box, user)
+        for user, size in (("support", args.messages), ("sales", SMALL_MAILBOX))
+    }
+    results: dict[str, dict[str, list[float]]] = {sz: {} for sz in probes}
+    for key, rounds, warm in (("status", reps, 50), ("bare", reps, 50), ("check", reps, 50),
+                              ("cycle", max(100, reps // 5), 10), ("login", args.logins, 5)):
+        for sz in probes:
+            results[sz][key] = []
+        for i in range(warm + rounds):
+            for sz, pr in probes.items():
+                t0 = time.perf_counter()
+                pr[key]()
+                if i >= warm:
+                    results[sz][key].append(time.perf_counter() - t0)
+    for pr in probes.values():
+        pr["close"]()
     sizes = list(results)
     for key, label in (("status", "status() (sync.py), STATUS INBOX"),
                        ("bare", "bare imapclient folder_status INBOX"),
                        ("check", "status() INBOX + Sent (the cheap check)"),
                        ("cycle", "whole idle cycle incl. DB bookkeeping"),
-                       ("login", "fresh login (open_session, connect+LOGIN)")):
+                       ("login", "fresh login: open_session() + logout()")):
         vals = " | ".join(f"{sz}: {ms(results[sz][key])}" for sz in sizes)
         count = len(results[sizes[0]][key])
         fig.rows.append((f"(4) {label}", f"{statistics.mean(results[sizes[0]][key]) * 1000:.3f} ms",
-                         f"mean / p99 by mailbox size ×{count}: {vals}"))
+                         f"mean / p99 by mailbox size, ×{count} interleaved: {vals}"))
     big_s, small_s = results[sizes[0]]["status"], results[sizes[1]]["status"]
     m_big, m_small = statistics.mean(big_s), statistics.mean(small_s)
-    indep = abs(m_big - m_small) <= max(0.25 * m_small, 0.00005)  # within 25 % (or 50 µs)
+    med_big, med_small = pct(big_s, 50), pct(small_s, 50)
+    # independence is judged on the medians (robust to scheduler noise on a 2-core box)
+    indep = abs(med_big - med_small) <= max(0.25 * med_small, 0.00005)  # within 25 % (or 50 µs)
     fig.targets.append(("(4) status() mean < 1 ms on both mailboxes",
                         f"{m_big * 1000:.3f} / {m_small * 1000:.3f} ms",
                         f"{sizes[0]} / {sizes[1]} messages; p99 {pct(big_s, 99) * 1000:.3f} / {pct(small_s, 99) * 1000:.3f} ms",
                         m_big < 0.001 and m_small < 0.001))
     fig.targets.append(("(4) status() independent of mailbox size",
-                        f"{m_big / m_small:.2f}×", f"mean on {sizes[0]} vs {sizes[1]} messages, within ±25 %", indep))
+                        f"{med_big / med_small:.2f}×",
+                        f"median {med_big * 1000:.3f} vs {med_small * 1000:.3f} ms on {sizes[0]} vs {sizes[1]} messages "
+                        f"(mean ratio {m_big / m_small:.2f}×); target within ±25 %", indep))
 
 
-def measure_mailbox(args: argparse.Namespace, stack, server, box, user: str) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], object]]:  # type: ignore[no-untyped-def]
+    """Zero-argument calls to time on held, logged-in connections to ``user``'s mailbox."""
     from imapclient import IMAPClient
 
     from shared.db.base import utcnow
@@ -644,7 +654,6 @@ def measure_mailbox(args: argparse.Namespace, stack, server, box, user: str) -> 
     from worker.imap.session import ConnectionSync, PollerConfig, read_snapshot
     from worker.imap.sync import status
 
-    reps = args.status_reps
     s = ImapSettings("127.0.0.1", server.port, "none", user, "pw-" + user)
     client = open_session(s)
     client.select_folder("INBOX", readonly=True)  # as ConnectionSync leaves it (after IDLE)
@@ -663,23 +672,22 @@ def measure_mailbox(args: argparse.Namespace, stack, server, box, user: str) -> 
         cs._mark(status="active", last_error=None, last_sync_at=utcnow())
         read_snapshot(stack.sessions, box, cid)
 
-    r = {
-        "status": timings(lambda: status(client, "INBOX"), reps),
-        "bare": timings(lambda: bare.folder_status("INBOX", [b"UIDNEXT", b"UIDVALIDITY"]), reps),
-        "check": timings(lambda: [status(client, f) for f in ("INBOX", "Sent")], reps),
-        "cycle": timings(cycle, max(100, reps // 5), warm=10),
+    def login() -> None:  # connect, greeting, LOGIN, then LOGOUT (the whole throw-away session)
+        open_session(s).logout()
+
+    def close() -> None:
+        client.logout()
+        bare.logout()
+        park(stack, cid)
+
+    return {
+        "status": lambda: status(client, "INBOX"),
+        "bare": lambda: bare.folder_status("INBOX", [b"UIDNEXT", b"UIDVALIDITY"]),
+        "check": lambda: [status(client, f) for f in ("INBOX", "Sent")],
+        "cycle": cycle,
+        "login": login,
+        "close": close,
     }
-    client.logout()
-    bare.logout()
-    park(stack, cid)
-    login_t: list[float] = []
-    for _ in range(args.logins + 5):
-        t0 = time.perf_counter()
-        c = open_session(s)
-        login_t.append(time.perf_counter() - t0)
-        c.logout()
-    r["login"] = login_t[5:]
-    return r
 
 
 def report(fig: Figures, args: argparse.Namespace, wall: float) -> None:

@@ -29,7 +29,9 @@ class ProcessState:
     def deps(self) -> Deps:
         if self._deps is None or self._pid != os.getpid():
             engine = (
-                make_engine(self.settings.database_url, pool_size=2, max_overflow=2)
+                make_engine(
+                    self.settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=False
+                )
                 if not self.settings.is_embedded
                 else make_engine(self.settings.database_url)
             )

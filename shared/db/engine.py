@@ -35,8 +35,9 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    # No pre-ping round trip per checkout: a dead connection surfaces as an OperationalError,
-    # which every caller treats as transient and retries.
+    # A pre-ping round trip per checkout hides a restarted server from request handlers; the
+    # worker turns it off (a dead connection there is a transient error it retries anyway).
+    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

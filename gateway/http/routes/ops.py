@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.http.context import ApiContext
-from gateway.http.deps import ContextDep, PageDep, PrincipalDep, SessionDep
+from gateway.http.deps import ContextDep, DbId, PageDep, PrincipalDep, SessionDep
 from shared.errors import Forbidden
 from shared.metrics import OpsCollector, QueueProbe
 from shared.principal import Principal
@@ -104,7 +104,9 @@ def failures(
 
 
 @router.post("/v1/ops/failures/{failure_id}/retry", status_code=202)
-def retry(ctx: ContextDep, session: SessionDep, p: PrincipalDep, failure_id: int) -> dict[str, Any]:
+def retry(
+    ctx: ContextDep, session: SessionDep, p: PrincipalDep, failure_id: DbId
+) -> dict[str, Any]:
     stored_id = ops.retry_failure(session=session, account_id=scope(p), failure_id=failure_id)
     # Committed before enqueueing, so the worker that takes the task finds the row ``stored``.
     session.commit()

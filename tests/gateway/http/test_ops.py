@@ -162,6 +162,7 @@ def test_failures_list_retry_and_resolution(api: Api) -> None:
     every = api.call("GET", "/v1/ops/failures", OPERATOR_TOKEN, 200)["items"]
     assert {older, newer, other} <= {f["id"] for f in every}
     api.call("POST", f"/v1/ops/failures/{other}/retry", a["token"], 404)
+    api.call("POST", f"/v1/ops/failures/{2**40}/retry", OPERATOR_TOKEN, 422)  # names nothing
 
     # With a task sender wired in, the retried message goes to the broker at once.
     api.ctx.extras["task_sender"] = TaskSender(api.ctx.settings)
