@@ -301,3 +301,64 @@ def test_connection_validation_errors(api: Api) -> None:
         json={"address": "t@acme.example", "kind": "team", "inbox_id": 999999},
     )
     assert err["error"]["code"] == "unknown_inbox"
+
+
+def test_sync_status_and_folders_shown_to_the_owner(api: Api) -> None:
+    from datetime import UTC, datetime
+
+    from shared.db.models import FolderState
+
+    s = _setup(api)
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "sync@acme.example", "kind": "personal", "imap": IMAP},
+    )
+    assert conn["status"] == "pending" and conn["last_sync_at"] is None
+    with api.ctx.sessions() as session, session.begin():
+        row = session.get(Connection, conn["id"])
+        row.status, row.last_sync_at, row.last_error = (
+            "active",
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            None,
+        )
+        session.add(
+            FolderState(
+                connection_id=conn["id"],
+                name="INBOX",
+                uidvalidity=7,
+                last_uid=42,
+                messages_synced=40,
+            )
+        )
+    got = api.call("GET", f"/v1/connections/{conn['id']}", s["alice"]["token"], 200)
+    assert got["status"] == "active" and got["last_sync_at"].startswith("2026-01-02T03:04:05")
+    assert got["folders"] == [
+        {"name": "INBOX", "uidvalidity": 7, "last_uid": 42, "messages_synced": 40}
+    ]
+    out = api.call(
+        "POST",
+        f"/v1/connections/{conn['id']}/sync",
+        s["alice"]["token"],
+        202,
+        json={"since": "2026-01-01"},
+    )
+    assert out["since"] == "2026-01-01"
+    with api.ctx.sessions() as session:
+        assert session.get(Connection, conn["id"]).backfill_since.isoformat() == "2026-01-01"
+    api.call("POST", f"/v1/connections/{conn['id']}/sync", s["bob"]["token"], 404, json={})
+    plain = api.call(
+        "POST",
+        "/v1/connections",
+        s["alice"]["token"],
+        201,
+        json={"address": "noimap@acme.example", "kind": "personal"},
+    )
+    assert (
+        api.call("POST", f"/v1/connections/{plain['id']}/sync", s["alice"]["token"], 422, json={})[
+            "error"
+        ]["code"]
+        == "no_imap"
+    )
