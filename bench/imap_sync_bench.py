@@ -250,6 +250,7 @@ class Sampler(threading.Thread):
         self.dsn, self.cid, self.aid, self.interval = dsn, connection_id, account_id, interval
         self.stored: list[tuple[float, int]] = []
         self.decided: list[tuple[float, int]] = []
+        self.waits: dict[str, int] = {}  # backend state/wait event -> samples (every 5th round)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -263,6 +264,14 @@ class Sampler(threading.Thread):
                 now = time.monotonic()
                 self.stored.append((now, s))
                 self.decided.append((now, d))
+                if len(self.stored) % 5 == 0:  # what the other database sessions are doing
+                    for state, wtype, wev in conn.execute(
+                        "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
+                    ).fetchall():
+                        key = f"{state}" + (f":{wtype}/{wev}" if wtype else "")
+                        self.waits[key] = self.waits.get(key, 0) + 1
                 time.sleep(max(0.0, self.interval - (time.monotonic() - q0)))
 
     def wait(self, which: str, n: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -279,6 +288,12 @@ class Sampler(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
+
+    def wait_note(self, label: str) -> str:
+        total = sum(self.waits.values()) or 1
+        top = sorted(self.waits.items(), key=lambda kv: -kv[1])[:6]
+        return (f"{label}: other PostgreSQL sessions sampled every 250 ms (state:wait event): "
+                + ", ".join(f"{k} {v / total:.0%}" for k, v in top))
 
 
 @dataclass
@@ -490,6 +505,7 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     stop_profile(spy)
     fig.notes.append(cpu_note("(2) poller", c0, cpu_snapshot(groups), n, time.monotonic() - t_start))
     sampler.stop()
+    fig.notes.append(sampler.wait_note("(2) poller"))
     stored = Run(sampler.stored, n)
     ftl, sus, whole = stored.first_to_last(), stored.sustained(), stored.since(t_start)
     first = stored.t_first
@@ -526,6 +542,7 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     stop_profile(spy)
     fig.notes.append(cpu_note("(3) drain", c0, cpu_snapshot(groups), n, time.monotonic() - t_ready))
     sampler.stop()
+    fig.notes.append(sampler.wait_note("(3) drain"))
     dec = Run(sampler.decided, n)
     sus, ftl = dec.sustained(), dec.first_to_last()
     fig.rows.append(("(3) worker draining the backlog → decisions", fmt_rate(sus),
@@ -546,6 +563,7 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
         ok = sampler.wait("decided", n, args.timeout, stack.procs["worker"])
         fig.notes.append(cpu_note("(3b) live", c0, cpu_snapshot(groups), n, time.monotonic() - t_start))
         sampler.stop()
+        fig.notes.append(sampler.wait_note("(3b) live"))
         st, dec = Run(sampler.stored, n), Run(sampler.decided, n)
         fig.rows.append(("(3b) live: poller + worker → stored rows", fmt_rate(st.first_to_last()),
                          f"first→last stored row; 10–90 % {fmt_rate(st.sustained())}"))

@@ -7,7 +7,16 @@ from fastapi import FastAPI
 from gateway.http.app import create_app
 from gateway.http.context import ApiContext
 from inboxlog.runtime import Runtime
+from shared.queueing import TaskSender
 
 
 def build_app(rt: Runtime) -> FastAPI:
-    return create_app(ApiContext(settings=rt.settings, sessions=rt.sessions, box=rt.box))
+    sender = TaskSender(rt.settings)
+    return create_app(
+        ApiContext(
+            settings=rt.settings,
+            sessions=rt.sessions,
+            box=rt.box,
+            extras={"task_sender": sender, "broker_probe": sender.ping},
+        )
+    )

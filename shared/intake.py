@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
 from shared.db.models import StoredMessage
+from shared.db.upsert import insert_ignore_returning
 
 
 @dataclass(frozen=True)
@@ -56,21 +57,36 @@ def _row(item: IncomingMessage) -> dict:
     }
 
 
-def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int | None]:
-    """Insert the rows; returns their ids (None where an IMAP message was already stored)."""
-    ids: list[int | None] = []
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    for item in items:
-        stmt = insert(StoredMessage).values(**_row(item))
-        if item.uid is not None:
-            stmt = stmt.on_conflict_do_nothing(
-                index_elements=["connection_id", "folder", "uidvalidity", "uid"]
+def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int]:
+    """Insert the rows in one statement; returns the ids of the rows newly stored (an IMAP
+    message already stored for its folder generation is skipped by constraint)."""
+    if not items:
+        return []
+    rows = [_row(item) for item in items]
+    with_uid = [r for r in rows if r["uid"] is not None]
+    without = [r for r in rows if r["uid"] is None]
+    ids: list[int] = []
+    if without:
+        ids += [
+            r[0]
+            for r in session.execute(
+                sa.insert(StoredMessage.__table__).returning(
+                    StoredMessage.__table__.c.id, sort_by_parameter_order=True
+                ),
+                without,
             )
-        ids.append(session.execute(stmt.returning(StoredMessage.id)).scalar_one_or_none())
+        ]
+    if with_uid:
+        ids += [
+            r[0]
+            for r in insert_ignore_returning(
+                session,
+                StoredMessage,
+                with_uid,
+                ["connection_id", "folder", "uidvalidity", "uid"],
+                (StoredMessage.id,),
+            )
+        ]
     return ids
 
 

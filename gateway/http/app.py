@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from gateway.http import errors
 from gateway.http.context import ApiContext
+from gateway.http.deps import storable_text
 from gateway.http.routes import (
     accounts,
     attachments,
@@ -39,6 +40,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version="0.1.0",
         description="Email ingestion for a CRM: intake addresses, connected inboxes, "
         "logged emails and the reason for every decision.",
+        dependencies=[Depends(storable_text)],
     )
     app.state.ctx = ctx
     errors.install(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import annotated_types
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from gateway.http.context import ApiContext
 from shared.crypto import hash_token
 from shared.db.models import ApiToken, User
-from shared.errors import DomainError
+from shared.errors import DomainError, Invalid
 from shared.principal import Principal
 
 bearer = HTTPBearer(auto_error=False, description="A user token, or the operator token")
@@ -68,6 +68,49 @@ def user_principal(p: Annotated[Principal, Depends(principal)]) -> Principal:
 # at the edge. The same bound caps paging offsets.
 MAX_DB_INT = 2**31 - 1
 DbId = Annotated[int, annotated_types.Interval(ge=1, le=MAX_DB_INT)]
+
+
+def _unstorable(value: Any, loc: list[Any]) -> list[Any] | None:
+    """The location of the first string the databases cannot store, else None.
+
+    NUL is refused by PostgreSQL text columns, and a lone surrogate (valid JSON ``"\\ud800"``)
+    cannot be encoded as UTF-8 by either driver: both surfaced as 500s deep in a write.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return loc
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable(key, [*loc, key]) or _unstorable(item, [*loc, key])
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unstorable(item, [*loc, i])
+            if found is not None:
+                return found
+    return None
+
+
+async def storable_text(request: Request) -> None:
+    """Refuse (422) any query parameter or JSON string holding NUL or a lone surrogate."""
+    found = _unstorable(dict(request.query_params.multi_items()), ["query"])
+    if found is None and request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            found = _unstorable(await request.json(), ["body"])
+        except ValueError:  # not JSON at all: the route's own validation answers
+            found = None
+    if found is not None:
+        where = ".".join(str(x) for x in found)
+        raise Invalid(
+            f"{where}: text must not contain NUL or invalid Unicode",
+            details={"errors": [{"loc": found, "msg": "unstorable text", "type": "string"}]},
+        )
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class IntakeHandler:
         mail_options: list[str],
     ) -> str:
         if not self.client_limiter.allow(session.peer[0] if session.peer else None):
+            self.stats.count(replies.RATE_LIMITED)
             return replies.RATE_LIMITED
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -83,6 +84,12 @@ class IntakeHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        status = await self._rcpt(envelope, address, rcpt_options)
+        if not status.startswith("250"):
+            self.stats.count(status)  # RCPT refusals count as rejections too
+        return status
+
+    async def _rcpt(self, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         if not self.directory.ready and not await asyncio.to_thread(self.directory.refresh):

@@ -59,7 +59,15 @@ class GroupCommitStore:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             with self.sessions() as session, session.begin():
-                results = [store_messages(session=session, items=items) for items, _, _ in batch]
+                # One multi-row INSERT for every waiting session; SMTP rows have no UID, so
+                # the ids come back in the order given and split back per transaction.
+                ids = store_messages(
+                    session=session, items=[item for items, _, _ in batch for item in items]
+                )
+            results, start = [], 0
+            for items, _, _ in batch:
+                results.append(ids[start : start + len(items)])
+                start += len(items)
         except Exception as exc:
             log.warning("storing %s messages failed: %s", len(batch), type(exc).__name__)
             for _, fut, loop in batch:

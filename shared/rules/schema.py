@@ -53,16 +53,21 @@ class Conditions(BaseModel):
         return None if v is None else _compile(v)
 
 
+# A user id the database can hold (32-bit INTEGER on PostgreSQL): a larger number names no
+# user, and must be refused here rather than overflow the driver when the rule is checked.
+UserId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
 class AssignUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["assign_user"]
-    user_id: int
+    user_id: UserId
 
 
 class RoundRobin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["round_robin"]
-    user_ids: list[int] = Field(min_length=1)
+    user_ids: list[UserId] = Field(min_length=1)
 
 
 class AssignContactOwner(BaseModel):

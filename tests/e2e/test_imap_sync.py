@@ -321,21 +321,12 @@ def test_sync_request_backfills_since_a_date(stack: Stack, dovecot: DovecotServe
 
 
 def test_polling_when_the_server_has_no_idle(
-    postgresql_url: str, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     make, cleanup = dovecot_server_factory(tmp_path_factory.mktemp("dovecot-noidle"))
     server = make(idle=False)
-    s = make_stack(
-        tmp_path_factory.mktemp("noidle"),
-        postgresql_url,
-        redis_broker_url(),
-        INBOXLOG_POLL_SECONDS="1",
-        INBOXLOG_POLLER_LEASE_SECONDS="3",
-    )
     try:
-        s.start_worker()
-        s.start("poller", "poller")
-        world = new_world(s.sessions)
+        world = new_world(stack.sessions)
         user, pw = mailbox(server)
         inbox_id, _ = world.inbox("NoIdle", [world.admin_id])
         cid = world.connect(
@@ -343,16 +334,15 @@ def test_polling_when_the_server_has_no_idle(
             kind="team",
             inbox_id=inbox_id,
             imap=imap(server, user, pw),
-            box=box(s),
+            box=box(stack),
         )
-        active(s, cid)
+        active(stack, cid)
         server.append(user, "INBOX", message("ken@acme.co.jp", [f"{user}@ours.example"]))
-        wait_for(lambda: world.decisions(), 10, lambda: s.log("poller"))
+        wait_for(lambda: world.decisions(), 10, lambda: stack.log("poller"))
         from worker.imap.client import ImapSettings, open_session
 
         probe = open_session(ImapSettings("127.0.0.1", server.port, "none", user, pw))
         assert not probe.has_capability("IDLE")  # so the mail above came by polling
         probe.logout()
     finally:
-        s.close()
         cleanup()

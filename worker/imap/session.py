@@ -128,7 +128,25 @@ class ConnectionSync(threading.Thread):
     def run(self) -> None:
         backoff = 1.0
         while not self.stopping.is_set():
-            snap = read_snapshot(self.sessions, self.box, self.connection_id)
+            try:
+                snap = read_snapshot(self.sessions, self.box, self.connection_id)
+            except ValueError:
+                # The password does not decrypt: INBOXLOG_SECRET_KEY differs from the one that
+                # stored it. Say so, and wait for new credentials instead of crash-looping.
+                self._mark(
+                    status="error",
+                    last_error="stored credentials cannot be decrypted "
+                    "with this INBOXLOG_SECRET_KEY; set the password again",
+                )
+                self.stopping.wait(MAX_BACKOFF)
+                continue
+            except Exception as exc:  # database unavailable: back off and try again
+                log.warning(
+                    "connection=%s cannot read settings: %s", self.connection_id, type(exc).__name__
+                )
+                self.stopping.wait(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
             if snap is None or snap.status == "auth_failed":
                 return
             try:

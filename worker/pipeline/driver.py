@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.db.base import utcnow
 from shared.db.models import Failure, StoredMessage
 from shared.errors import PermanentError, TransientError
+from shared.services.ops import resolve_failures
 from worker.pipeline.claim import claim
 from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide
@@ -168,6 +169,7 @@ def _finish(session: sa.orm.Session, jobs: list[Job]) -> None:
             .where(StoredMessage.id.in_(done))
             .values(status="done", processed_at=now, updated_at=now)
         )
+        resolve_failures(session=session, stored_message_ids=done)  # a retry that succeeded
     drop = [j.stored_id for j in jobs if not j.keep_raw]
     if drop:
         session.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(drop)).values(raw=None))

@@ -78,3 +78,41 @@ def test_out_of_range_ids_are_422_not_500(api: Api, method: str, url: str, body:
     kw = {"json": body} if body is not None else {}
     err = api.call(method, url, admin, 422, **kw)["error"]
     assert err["code"] == "validation_error"
+
+
+# Found while probing what the fuzz could not reach: NUL (PostgreSQL text refuses it) and lone
+# surrogates (valid JSON escapes that no driver can encode) reached the database and answered
+# 500 — a contact's name, a connection's address, list filters, account settings.
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("POST", "/v1/contacts", b'{"email": "x@b.example", "name": "a\\u0000b"}'),
+        ("POST", "/v1/connections", b'{"address": "q\\u0000@b.example", "kind": "personal"}'),
+        ("PATCH", "/v1/account/settings", b'{"internal_domains": ["\\ud800.example"]}'),
+        ("PUT", "/v1/users/1/defaults", b'{"log": true, "track": true, "never_log": ["\\udfff"]}'),
+        ("GET", "/v1/contacts?email=%00", None),
+        ("GET", "/v1/companies?domain=a%00b", None),
+    ],
+)
+def test_nul_and_lone_surrogates_are_422_not_500(
+    api: Api, method: str, url: str, body: bytes | None
+) -> None:
+    admin = api.new_account()["token"]
+    headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+    resp = api.client.request(method, url, headers=headers, content=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["code"] == "validation_error"
+
+
+def test_rule_user_ids_beyond_the_database_are_422(api: Api) -> None:
+    admin = api.new_account()["token"]
+    inbox = api.call("POST", "/v1/inboxes", admin, 201, json={"name": "S", "member_ids": []})
+    for action in (
+        {"type": "assign_user", "user_id": HUGE},
+        {"type": "round_robin", "user_ids": [2**40]},
+    ):
+        rule = {"name": "r", "conditions": {}, "action": action}
+        err = api.call(
+            "PUT", f"/v1/inboxes/{inbox['id']}/rules", admin, 422, json={"items": [rule]}
+        )
+        assert err["error"]["code"] == "validation_error"

@@ -163,9 +163,11 @@ def test_bounce_attaches_to_reported_conversation_with_tag(api: Api) -> None:
         b"Date: Tue, 04 Mar 2025 06:00:00 +0000\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         b"--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
-        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.acme.co.jp\r\n\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.acme.co.jp\r\n\r\n"
         b"Final-Recipient: rfc822; gone@acme.co.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        b"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <inv-1@ours.example>\r\nSubject: Your invoice\r\n"
+        b"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <inv-1@ours.example>\r\nSubject: Your invoice\r\n"
         b"--B--\r\n"
     )
     job = feed(api, t, bounce)

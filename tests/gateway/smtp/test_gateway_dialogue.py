@@ -173,7 +173,9 @@ def test_dkim_policy_accepts_trusted_authentication_results(
         "alice@ours.example",
         ["ken@acme.co.jp"],
         headers={
-            "Authentication-Results": "mx.ours.example; dkim=pass header.d=ours.example header.s=sel"
+            "Authentication-Results": (
+                "mx.ours.example; dkim=pass header.d=ours.example header.s=sel"
+            )
         },
     )
     untrusted = message(

@@ -350,26 +350,29 @@ def test_fuzzed_command_sequences_get_well_formed_replies_and_do_no_harm(
     gw: InProcessGateway, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
+    runs: list[bytes] = []
 
     @settings(
-        max_examples=60,
+        max_examples=200,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(batch=_batch)
     def mixed(batch: bytes) -> None:
+        runs.append(batch)
         lines = session(gw.port, batch)
         assert lines, "no reply at all"
 
     @settings(
-        max_examples=40,
+        max_examples=100,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(batch=_garbage_batch)
     def garbage(batch: bytes) -> None:
+        runs.append(batch)
         lines = session(gw.port, batch)
         # Everything before RSET/QUIT answered an invalid line: all errors.
         if lines[-2:] and [line[:3] for line in lines[-2:]] == [b"250", b"221"]:
@@ -378,6 +381,8 @@ def test_fuzzed_command_sequences_get_well_formed_replies_and_do_no_harm(
 
     mixed()
     garbage()
+    assert len(runs) >= 300, len(runs)  # the sessions really ran
+    assert sum(len(b) for b in runs) > 10_000
 
     crashes = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not crashes, [r.getMessage() for r in crashes]
