@@ -16,6 +16,9 @@ from gateway.smtp.handler import IntakeHandler
 log = logging.getLogger("inboxlog.gateway")
 
 HOSTNAME = "inboxlog"
+# The longest a DATA transfer may take, however steadily the bytes arrive (RFC 5321's 10 min).
+DATA_DEADLINE_SECONDS = 600.0
+DATA_PROGRESS_BYTES = 16 * 1024
 
 
 class IntakeSMTP(SMTP):
@@ -53,6 +56,31 @@ class IntakeSMTP(SMTP):
         if isinstance(status, str):
             status = replies.rewrite(status)
         await super().push(status)
+
+    # aiosmtpd restarts its idle timer only when a command completes, so a large message from
+    # a slow but honest client would be cut off after one idle timeout. During DATA, each
+    # further DATA_PROGRESS_BYTES received count as activity (RFC 5321 4.5.3.2 allows 3 min per
+    # data block), up to an overall deadline; a client trickling a few bytes at a time still
+    # times out.
+    _data_deadline: float | None = None
+    _data_progress = 0
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._data_deadline = self.loop.time() + DATA_DEADLINE_SECONDS
+        self._data_progress = 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._data_deadline is None:
+            return
+        self._data_progress += len(data)
+        if self._data_progress >= DATA_PROGRESS_BYTES and self.loop.time() < self._data_deadline:
+            self._data_progress = 0
+            self._reset_timeout()
 
 
 class GatewayServer:

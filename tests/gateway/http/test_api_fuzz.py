@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 from tests.conftest import Api
 from tests.gateway.http.test_cross_account_404 import world_a
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 25
 
 
 def test_no_operation_answers_5xx(api: Api) -> None:

@@ -1,12 +1,12 @@
 """Hostile SMTP clients (§6): idle and trickling clients are dropped, connections per client are
 bounded, and garbage of any shape gets well-formed error replies without hurting the gateway.
 
-Findings about the idle timeout (aiosmtpd 1.4, ``smtp_idle_timeout``): the timer is re-armed
-only when a *command completes*, never by bytes received. So it is a deadline per command, not
-an inactivity timeout: a stalled partial command is dropped after the timeout, and a client
-trickling a byte at a time is dropped too — DATA included, since the whole body is read inside
-the DATA command: the entire transfer, from the previous command's reply to the final dot, must
-finish within one timeout. The drop is a plain close, with no 421 reply first.
+Findings about the idle timeout (aiosmtpd 1.4, ``smtp_idle_timeout``): aiosmtpd re-arms the
+timer only when a *command completes*, so a stalled partial command is dropped after the
+timeout. The gateway adds one thing during DATA (gateway/smtp/server.py): every 16 KiB received
+re-arms it, up to a 10-minute deadline, so a big message on a slow but honest link is not cut
+off — while a client trickling a byte at a time is still dropped after one timeout. The drop is
+a plain close, with no 421 reply first.
 """
 
 from __future__ import annotations
@@ -397,3 +397,29 @@ def test_fuzzed_command_sequences_get_well_formed_replies_and_do_no_harm(
     stored = [r for r in world.stored() if r.status == "stored"]
     with world.sessions() as db:
         assert any(b"after the storm" in (db.get(StoredMessage, r.id).raw or b"") for r in stored)
+
+
+def test_a_large_message_on_a_slow_steady_link_is_not_cut_off(
+    postgresql_url: str, tmp_path: Path, pg_sessions, world: World
+) -> None:  # type: ignore[no-untyped-def]
+    """DATA longer than one idle timeout, but with data flowing: accepted and stored."""
+    g = start(postgresql_url, tmp_path, pg_sessions, smtp_idle_timeout=1.0)
+    try:
+        raw = message("alice@ours.example", ["ken@acme.example"], body="z" * 400_000)
+        with smtplib.SMTP("127.0.0.1", g.port, timeout=30) as s:
+            s.ehlo()
+            s.mail("alice@ours.example")
+            s.rcpt(world.bcc)
+            s.putcmd("data")
+            assert s.getreply()[0] == 354
+            data = raw.replace(b"\n", b"\r\n")
+            t0 = time.monotonic()
+            for i in range(0, len(data), 20_000):  # ~20 KB every 0.15 s: 3 s in all
+                s.sock.sendall(data[i : i + 20_000])
+                time.sleep(0.15)
+            assert time.monotonic() - t0 > 2.5  # well past the 1 s idle timeout
+            s.sock.sendall(b"\r\n.\r\n")
+            assert s.getreply()[0] == 250
+        assert len(world.stored()) == 1
+    finally:
+        g.close()
