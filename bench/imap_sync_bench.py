@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -178,23 +178,63 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait()
 
 
-def redis_db() -> tuple[str, Callable[[], None]]:
-    """An empty Redis db of our own (highest free number), flushed again at the end."""
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[tuple[str, int | None]]:
+    """A redis-server of our own on a free port (no persistence), stopped at the end.
+
+    The shared Redis on 6379 is not used: test suites running on the same machine pick random
+    db numbers there and flush them, which would eat this run's queue. Falls back to an empty
+    db on 6379 when redis-server is not installed. Yields (broker URL, server pid or None).
+    """
     import redis
 
-    for db in range(15, 0, -1):
-        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-        if client.dbsize() == 0:
-            client.flushdb()
-            return f"redis://127.0.0.1:6379/{db}", client.flushdb
-    raise RuntimeError("no empty Redis db among 1-15")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        for db in range(15, 0, -1):
+            client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+            if client.dbsize() == 0:
+                try:
+                    yield f"redis://127.0.0.1:6379/{db}", None
+                finally:
+                    client.flushdb()
+                return
+        raise RuntimeError("no redis-server binary and no empty Redis db among 1-15")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("private redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        stop_process(proc)
 
 
 CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far by component: process groups by leader pid, postgres, redis, this process."""
+def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str, float]:
+    """CPU seconds so far by component: process groups by leader pid, this process, the
+    PostgreSQL backends serving ``dbname`` (cmdline), and the whole machine (/proc/stat)."""
     out: dict[str, float] = {}
     by_pgid = {pgid: name for name, pgid in groups.items()}
     me = os.getpid()
@@ -208,19 +248,32 @@ def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
             continue
         comm, f = head.partition("(")[2], tail.split()
         pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
-        name = by_pgid.get(pgid) or ("bench" if pid == me else "postgres" if comm.startswith("postgres")
-                                     else "redis" if comm.startswith("redis-server") else None)
+        name = by_pgid.get(pgid) or ("bench" if pid == me else None)
+        if name is None and dbname and comm.startswith("postgres"):
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if f" {dbname} ".encode() in fh.read():
+                        name = "postgres"
+            except OSError:
+                pass
         if name:
             out[name] = out.get(name, 0.0) + ticks / CLK
+    with contextlib.suppress(OSError), open("/proc/stat") as fh:
+        cpu = [int(x) for x in fh.readline().split()[1:]]
+        out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / CLK  # all but idle and iowait
     return out
 
 
 def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int, wall: float) -> str:
-    parts = []
+    parts, ours = [], 0.0
     for name in ("poller", "worker", "dovecot", "postgres", "redis", "bench"):
         if name in after and after[name] - before.get(name, 0.0) > 0.05:
             used = after[name] - before.get(name, 0.0)
+            ours += used
             parts.append(f"{name} {used:.1f} s ({used / max(messages, 1) * 1000:.2f} ms/msg)")
+    if "machine" in after:
+        other = after["machine"] - before.get("machine", 0.0) - ours
+        parts.append(f"everything else on the machine {max(0.0, other):.1f} s")
     return f"CPU {label} over {wall:.1f} s wall: " + ", ".join(parts)
 
 
@@ -275,11 +328,18 @@ class Sampler(threading.Thread):
                 time.sleep(max(0.0, self.interval - (time.monotonic() - q0)))
 
     def wait(self, which: str, n: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+        """Until the count reaches ``n``; False on timeout, when ``proc`` exits, or after
+        ``stall`` seconds without progress (a lost queue would otherwise wait out the timeout)."""
         series = self.stored if which == "stored" else self.decided
         deadline = time.monotonic() + timeout
+        stall, last, last_change = 90.0, -1, time.monotonic()
         while time.monotonic() < deadline:
             if series and series[-1][1] >= n:
                 return True
+            if series and series[-1][1] != last:
+                last, last_change = series[-1][1], time.monotonic()
+            elif time.monotonic() - last_change > stall:
+                return False
             if proc is not None and proc.poll() is not None:
                 return False
             time.sleep(0.02)
@@ -439,18 +499,14 @@ def run(args: argparse.Namespace) -> Figures:
                          f"({yard.nbytes / 1e6 / yard.seconds:.0f} MB/s), client CPU {yard.cpu:.1f} s; "
                          f"cold first pass {fmt_rate(cold.rate)}"))
 
-        redis_url, flush_redis = redis_db()
-        try:
-            with fresh_postgres() as db_url:
-                stack = make_stack(workdir, db_url, redis_url)
-                stack.env["INBOXLOG_SWEEP_AFTER_SECONDS"] = "3600"  # no re-enqueues of the backlog
-                try:
-                    fig_stack(fig, args, stack, db_url.replace("postgresql+psycopg://", "postgresql://", 1),
-                              server, yard, workdir, say)
-                finally:
-                    stack.close()
-        finally:
-            flush_redis()
+        with private_redis(workdir) as (redis_url, redis_pid), fresh_postgres() as db_url:
+            stack = make_stack(workdir, db_url, redis_url)
+            stack.env["INBOXLOG_SWEEP_AFTER_SECONDS"] = "3600"  # no re-enqueues of the backlog
+            try:
+                fig_stack(fig, args, stack, db_url.replace("postgresql+psycopg://", "postgresql://", 1),
+                          server, yard, workdir, say, redis_pid)
+            finally:
+                stack.close()
     finally:
         if server is not None:
             server.close()
@@ -485,9 +541,12 @@ def park(stack, cid: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, yard: YardResult,  # type: ignore[no-untyped-def]
-              workdir: Path, say) -> None:
+              workdir: Path, say, redis_pid: int | None) -> None:
     n, today = args.messages, date.today()
     groups = {"dovecot": server._proc.pid}
+    if redis_pid:
+        groups["redis"] = redis_pid
+    dbname = dsn.rsplit("/", 1)[1]
 
     # --- (4) the no-new-mail check on a held connection, while the machine is quiet -----------
     idle_cycle(fig, args, stack, server, say)
@@ -497,13 +556,13 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     say(f"(2) inboxlog poller: initial sync of {n} messages, no worker running")
     sampler = Sampler(dsn, cid_p, w_p.account_id)
     sampler.start()
-    c0, t_start = cpu_snapshot(groups), time.monotonic()
+    c0, t_start = cpu_snapshot(groups, dbname), time.monotonic()
     proc = stack.start("poller", "poller")
     groups["poller"] = proc.pid
     spy = profile(proc.pid, 120, workdir / "poller.collapsed.txt") if args.profile else None
     ok = sampler.wait("stored", n, args.timeout, proc)
     stop_profile(spy)
-    fig.notes.append(cpu_note("(2) poller", c0, cpu_snapshot(groups), n, time.monotonic() - t_start))
+    fig.notes.append(cpu_note("(2) poller", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start))
     sampler.stop()
     fig.notes.append(sampler.wait_note("(2) poller"))
     stored = Run(sampler.stored, n)
@@ -537,10 +596,10 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     t_ready = time.monotonic()
     groups["worker"] = stack.procs["worker"].pid
     spy = profile(stack.procs["worker"].pid, 60, workdir / "worker.collapsed.txt") if args.profile else None
-    c0 = cpu_snapshot(groups)
+    c0 = cpu_snapshot(groups, dbname)
     ok = sampler.wait("decided", n, args.timeout, stack.procs["worker"])
     stop_profile(spy)
-    fig.notes.append(cpu_note("(3) drain", c0, cpu_snapshot(groups), n, time.monotonic() - t_ready))
+    fig.notes.append(cpu_note("(3) drain", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_ready))
     sampler.stop()
     fig.notes.append(sampler.wait_note("(3) drain"))
     dec = Run(sampler.decided, n)
@@ -557,11 +616,11 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
         say(f"(3b) poller + worker together: {n} messages on a new connection")
         sampler = Sampler(dsn, cid_l, w_l.account_id)
         sampler.start()
-        c0, t_start = cpu_snapshot(groups), time.monotonic()
+        c0, t_start = cpu_snapshot(groups, dbname), time.monotonic()
         proc = stack.start("poller-live", "poller")
         groups["poller"] = proc.pid
         ok = sampler.wait("decided", n, args.timeout, stack.procs["worker"])
-        fig.notes.append(cpu_note("(3b) live", c0, cpu_snapshot(groups), n, time.monotonic() - t_start))
+        fig.notes.append(cpu_note("(3b) live", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start))
         sampler.stop()
         fig.notes.append(sampler.wait_note("(3b) live"))
         st, dec = Run(sampler.stored, n), Run(sampler.decided, n)
@@ -581,8 +640,18 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
         outcomes = dict(conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall())
         failures = conn.execute("SELECT count(*) FROM failures").fetchone()[0]
         by_status = dict(conn.execute("SELECT status, count(*) FROM stored_messages GROUP BY status").fetchall())
+        scans = conn.execute(
+            "SELECT relname, indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+            "ORDER BY idx_tup_read DESC LIMIT 6").fetchall()
+        seq = conn.execute(
+            "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables "
+            "ORDER BY seq_tup_read DESC LIMIT 3").fetchall()
     fig.notes.append(f"decision outcomes {outcomes}; stored_messages by status {by_status} "
                      f"(the in-process run's rows are never enqueued); failures {failures}")
+    fig.notes.append("PostgreSQL index reads over the whole run, most tuples first (idx_tup_read / idx_scan; "
+                     "the bench's own count(*) polling reads the stored_messages uid and decisions account "
+                     "indexes): " + "; ".join(f"{idx} {tup:,}/{n_:,}" for _, idx, n_, tup in scans)
+                     + "; sequential: " + "; ".join(f"{rel} {tup:,}/{n_:,}" for rel, n_, tup in seq))
     if args.profile:
         fig.notes.append(f"py-spy profiles in {workdir}")
 
@@ -596,14 +665,15 @@ def inprocess_sync(fig: Figures, stack, server, today: date, n: int) -> float | 
     _, cid = team_connection(stack, server, "support", today)
     snap = read_snapshot(stack.sessions, SecretBox(stack.env["INBOXLOG_SECRET_KEY"]), cid)
     assert snap is not None
-    c0, p0, t0 = cpu_snapshot({}), time.process_time(), time.perf_counter()
+    dbname = stack.db_url.rsplit("/", 1)[1]
+    c0, p0, t0 = cpu_snapshot({}, dbname), time.process_time(), time.perf_counter()
     client = open_session(snap.settings)
     t = Target(cid, snap.account_id, snap.kind, snap.inbox_id, "INBOX", "inbox")
     got = sync_folder(client, stack.sessions, t, owner=None, since=snap.since, resync_since=today,
                       on_stored=lambda ids: None, batch_size=BATCH)
     secs = time.perf_counter() - t0
     cpu = time.process_time() - p0
-    pg = cpu_snapshot({}).get("postgres", 0.0) - c0.get("postgres", 0.0)
+    pg = cpu_snapshot({}, dbname).get("postgres", 0.0) - c0.get("postgres", 0.0)
     client.logout()
     park(stack, cid)
     rate = got / secs if secs else None
@@ -626,12 +696,14 @@ def idle_cycle(fig: Figures, args: argparse.Namespace, stack, server, say) -> No
         for user, size in (("support", args.messages), ("sales", SMALL_MAILBOX))
     }
     results: dict[str, dict[str, list[float]]] = {sz: {} for sz in probes}
-    for key, rounds, warm in (("status", reps, 50), ("bare", reps, 50), ("check", reps, 50),
+    for key, rounds, warm in (("status", reps, 50), ("bare", reps, 50), ("unselected", reps, 50),
+                              ("check", reps, 50),
                               ("cycle", max(100, reps // 5), 10), ("login", args.logins, 5)):
         for sz in probes:
             results[sz][key] = []
+        order = list(probes.items())
         for i in range(warm + rounds):
-            for sz, pr in probes.items():
+            for sz, pr in order if i % 2 else order[::-1]:  # alternate who goes first
                 t0 = time.perf_counter()
                 pr[key]()
                 if i >= warm:
@@ -639,8 +711,9 @@ def idle_cycle(fig: Figures, args: argparse.Namespace, stack, server, say) -> No
     for pr in probes.values():
         pr["close"]()
     sizes = list(results)
-    for key, label in (("status", "status() (sync.py), STATUS INBOX"),
+    for key, label in (("status", "status() (sync.py) INBOX, INBOX selected as after IDLE"),
                        ("bare", "bare imapclient folder_status INBOX"),
+        ("unselected", "status() INBOX, no folder selected"),
                        ("check", "status() INBOX + Sent (the cheap check)"),
                        ("cycle", "whole idle cycle incl. DB bookkeeping"),
                        ("login", "fresh login: open_session() + logout()")):
@@ -678,6 +751,7 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
     bare = IMAPClient("127.0.0.1", port=server.port, ssl=False, use_uid=True, timeout=120)
     bare.login(user, "pw-" + user)
     bare.select_folder("INBOX", readonly=True)
+    unselected = open_session(s)  # STATUS of a mailbox that is not the selected one
     # the whole idle cycle as ConnectionSync._session runs it when nothing changed:
     # STATUS per folder, the connection row update (_mark), the snapshot re-read (in _wait)
     _, cid = team_connection(stack, server, user, None)
@@ -696,11 +770,13 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
     def close() -> None:
         client.logout()
         bare.logout()
+        unselected.logout()
         park(stack, cid)
 
     return {
         "status": lambda: status(client, "INBOX"),
         "bare": lambda: bare.folder_status("INBOX", [b"UIDNEXT", b"UIDVALIDITY"]),
+        "unselected": lambda: status(unselected, "INBOX"),
         "check": lambda: [status(client, f) for f in ("INBOX", "Sent")],
         "cycle": cycle,
         "login": login,

@@ -315,7 +315,7 @@ def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
     """List failures, newest first (unresolved only unless --all)."""
     import json
 
-    from shared.services.ops import failure_view, list_failures
+    from shared.services.failures import failure_view, list_failures
 
     try:
         rt = build_runtime(generate_admin_token=False)
@@ -360,7 +360,7 @@ def failures_retry(failure_id: int | None, since: object) -> None:
     from shared.db.engine import transaction
     from shared.errors import DomainError
     from shared.queueing import TaskSender
-    from shared.services.ops import retry_failure, retry_failures_since
+    from shared.services.failures import retry_failure, retry_failures_since
 
     if (failure_id is None) == (since is None):
         raise click.UsageError("give a FAILURE_ID or --since, not both")

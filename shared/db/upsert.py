@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 
 @cache
-def _statement(dialect: str, table: sa.Table, conflict: tuple[str, ...],
-               returning: tuple[str, ...]) -> Any:
+def _statement(
+    dialect: str, table: sa.Table, conflict: tuple[str, ...], returning: tuple[str, ...]
+) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -31,8 +32,11 @@ def _table(model: Any) -> sa.Table:
 
 
 def insert_ignore(
-    session: Session, model: Any, values: dict[str, Any] | list[dict[str, Any]],
-    conflict: list[str], returning: Any = None,
+    session: Session,
+    model: Any,
+    values: dict[str, Any] | list[dict[str, Any]],
+    conflict: list[str],
+    returning: Any = None,
 ) -> Any:
     """Insert the row(s) unless the unique key ``conflict`` exists; for one row, its
     ``returning`` column when it was new, else None."""
@@ -48,7 +52,10 @@ def insert_ignore(
 
 
 def insert_ignore_returning(
-    session: Session, model: Any, rows: list[dict[str, Any]], conflict: list[str],
+    session: Session,
+    model: Any,
+    rows: list[dict[str, Any]],
+    conflict: list[str],
     columns: tuple[Any, ...],
 ) -> list[tuple[Any, ...]]:
     """Multi-row insert-or-ignore; returns ``columns`` of the rows that were new."""

@@ -7,7 +7,6 @@ API that answers ``/v1/ops/*`` and ``/metrics`` runs apart from the gateways and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,11 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Connection, Failure, GatewayCounter, StoredMessage
-from shared.errors import DomainError, NotFound
+from shared.db.models import Connection, GatewayCounter, StoredMessage
+from shared.services.failures import UNPROCESSED, count_unresolved, scoped
 
 PIPELINE_STATES = ("stored", "processing", "done", "failed")
-UNPROCESSED = ("stored", "processing")
 
 
 def epoch(session: Session, column: Any) -> Any:
@@ -31,16 +29,12 @@ def epoch(session: Session, column: Any) -> Any:
     return (sa.func.julianday(column) - 2440587.5) * 86400.0
 
 
-def _scoped(stmt: Any, column: Any, account_id: int | None) -> Any:
-    return stmt if account_id is None else stmt.where(column == account_id)
-
-
 # --- status ---------------------------------------------------------------------------------
 
 
 def pipeline_counts(*, session: Session, account_id: int | None) -> dict[str, int]:
     """Stored messages per status (one GROUP BY over the status index)."""
-    stmt = _scoped(
+    stmt = scoped(
         sa.select(StoredMessage.status, sa.func.count()).group_by(StoredMessage.status),
         StoredMessage.account_id,
         account_id,
@@ -55,7 +49,7 @@ def oldest_unprocessed_seconds(
     *, session: Session, account_id: int | None, now: datetime | None = None
 ) -> float | None:
     """Age of the oldest message still ``stored`` or ``processing``; None when there is none."""
-    stmt = _scoped(
+    stmt = scoped(
         sa.select(sa.func.min(StoredMessage.received_at)).where(
             StoredMessage.status.in_(UNPROCESSED)
         ),
@@ -78,7 +72,7 @@ def connection_health(
     No folders or errors: an admin sees that a member's personal connection exists and its
     status, nothing more (C4)."""
     now = now or utcnow()
-    stmt = _scoped(
+    stmt = scoped(
         sa.select(
             Connection.id,
             Connection.account_id,
@@ -156,109 +150,6 @@ def add_gateway_counts(*, session: Session, deltas: dict[str, int]) -> None:
     )
 
 
-# --- failures -------------------------------------------------------------------------------
-
-
-class FailureResolved(DomainError):
-    status = 409
-    code = "failure_resolved"
-
-
-def failure_view(f: Failure) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "account_id": f.account_id,
-        "stored_message_id": f.stored_message_id,
-        "stage": f.stage,
-        "error": f.error,
-        "attempts": f.attempts,
-        "created_at": f.created_at,
-        "resolved_at": f.resolved_at,
-    }
-
-
-def list_failures(
-    *,
-    session: Session,
-    account_id: int | None,
-    include_resolved: bool = False,
-    since: datetime | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[Failure]:
-    """Failures newest first; unresolved only unless ``include_resolved``."""
-    stmt = _scoped(sa.select(Failure), Failure.account_id, account_id)
-    if not include_resolved:
-        stmt = stmt.where(Failure.resolved_at.is_(None))
-    if since is not None:
-        stmt = stmt.where(Failure.created_at >= since)
-    stmt = stmt.order_by(Failure.created_at.desc(), Failure.id.desc()).limit(limit).offset(offset)
-    return list(session.scalars(stmt))
-
-
-def count_unresolved(*, session: Session, account_id: int | None) -> int:
-    stmt = _scoped(
-        sa.select(sa.func.count()).where(Failure.resolved_at.is_(None)),
-        Failure.account_id,
-        account_id,
-    )
-    return int(session.scalar(stmt) or 0)
-
-
-def retry_failure(*, session: Session, account_id: int | None, failure_id: int) -> int | None:
-    """Put a failed message back to ``stored`` with its attempts reset; return its id to enqueue.
-
-    None when the message is already back in the pipeline (a second click is harmless). The
-    failure stays unresolved until the message ends ``done`` (see :func:`resolve_failures`).
-    """
-    failure = session.get(Failure, failure_id)
-    if failure is None or (account_id is not None and failure.account_id != account_id):
-        raise NotFound("no such failure")
-    if failure.resolved_at is not None:
-        raise FailureResolved("this failure is resolved: its message was processed")
-    msg = session.get(StoredMessage, failure.stored_message_id)
-    if msg is None:
-        raise NotFound("the failed message no longer exists")
-    if msg.status in UNPROCESSED:
-        return None
-    if msg.status == "done":  # finished by another route: nothing left to retry
-        raise FailureResolved("this failure is resolved: its message was processed")
-    msg.status, msg.attempts, msg.updated_at = "stored", 0, utcnow()
-    return msg.id
-
-
-def retry_failures_since(*, session: Session, account_id: int | None, since: datetime) -> list[int]:
-    """Retry every unresolved failure created at or after ``since``; the stored ids to enqueue."""
-    ids: list[int] = []
-    for f in list_failures(
-        session=session, account_id=account_id, since=since, limit=100_000, offset=0
-    ):
-        try:
-            stored_id = retry_failure(session=session, account_id=account_id, failure_id=f.id)
-        except FailureResolved:
-            continue
-        if stored_id is not None and stored_id not in ids:
-            ids.append(stored_id)
-    return ids
-
-
-def resolve_failures(*, session: Session, stored_message_ids: Iterable[int]) -> None:
-    """Mark the open failures of these messages resolved: call it, in the transaction that sets
-    them ``done``, so a retried message's failure closes when the retry succeeds.
-
-    One indexed UPDATE (``failures.stored_message_id``) that matches nothing for the usual
-    message that never failed.
-    """
-    ids = list(stored_message_ids)
-    if not ids:
-        return
-    session.execute(
-        sa.update(Failure)
-        .where(Failure.stored_message_id.in_(ids), Failure.resolved_at.is_(None))
-        .values(resolved_at=utcnow())
-    )
-
-
 # --- throughput -----------------------------------------------------------------------------
 
 
@@ -288,7 +179,7 @@ def throughput(
         (StoredMessage.status == "failed", StoredMessage.updated_at),
         else_=None,
     )
-    base = _scoped(sa.select(sa.func.count()), StoredMessage.account_id, account_id)
+    base = scoped(sa.select(sa.func.count()), StoredMessage.account_id, account_id)
     backlog0 = session.scalar(
         base.where(StoredMessage.received_at < start).where(
             sa.or_(finished_at.is_(None), finished_at >= start)
@@ -302,7 +193,7 @@ def throughput(
         if session.get_bind().dialect.name == "postgresql":
             offset = sa.func.floor(offset)
         bucket = sa.cast(offset, sa.Integer)
-        stmt = _scoped(
+        stmt = scoped(
             sa.select(bucket, sa.func.count()).where(column >= start, column < end),
             StoredMessage.account_id,
             account_id,

@@ -26,7 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.db.base import utcnow
 from shared.db.models import Failure, StoredMessage
 from shared.errors import PermanentError, TransientError
-from shared.services.ops import resolve_failures
+from shared.services.failures import resolve_failures
 from worker.pipeline.claim import claim
 from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide

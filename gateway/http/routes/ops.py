@@ -19,6 +19,7 @@ from gateway.http.deps import ContextDep, DbId, PageDep, PrincipalDep, SessionDe
 from shared.errors import Forbidden
 from shared.metrics import OpsCollector, QueueProbe
 from shared.principal import Principal
+from shared.services import failures as failure_records
 from shared.services import ops
 
 router = APIRouter(tags=["ops"])
@@ -92,7 +93,7 @@ def failures(
     all_: Annotated[bool, Query(alias="all")] = False,
     since: datetime | None = None,
 ) -> dict[str, Any]:
-    rows = ops.list_failures(
+    rows = failure_records.list_failures(
         session=session,
         account_id=scope(p),
         include_resolved=all_,
@@ -100,14 +101,16 @@ def failures(
         limit=page.limit,
         offset=page.offset,
     )
-    return {"items": [ops.failure_view(f) for f in rows]}
+    return {"items": [failure_records.failure_view(f) for f in rows]}
 
 
 @router.post("/v1/ops/failures/{failure_id}/retry", status_code=202)
 def retry(
     ctx: ContextDep, session: SessionDep, p: PrincipalDep, failure_id: DbId
 ) -> dict[str, Any]:
-    stored_id = ops.retry_failure(session=session, account_id=scope(p), failure_id=failure_id)
+    stored_id = failure_records.retry_failure(
+        session=session, account_id=scope(p), failure_id=failure_id
+    )
     # Committed before enqueueing, so the worker that takes the task finds the row ``stored``.
     session.commit()
     sender = ctx.extras.get("task_sender")

@@ -13,7 +13,8 @@ from shared.db.engine import transaction
 from shared.db.models import Connection, Failure, StoredMessage
 from shared.metrics import OpsCollector, QueueProbe
 from shared.queueing import QUEUE_INTAKE, TaskSender
-from shared.services.ops import add_gateway_counts, resolve_failures
+from shared.services.failures import resolve_failures
+from shared.services.ops import add_gateway_counts
 from tests.conftest import OPERATOR_TOKEN, Api
 
 
