@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -62,25 +63,13 @@ def fetch_and_store(
     progress: Callable[[int], None] | None = None,
     batch_size: int = FETCH_BATCH,
 ) -> int:
-    """Fetch ``uids`` in batches; each batch is stored and the cursor advanced atomically."""
-    stored = 0
-    for batch in _chunks(sorted(uids), batch_size):
-        data = client.fetch(batch, [b"BODY.PEEK[]"])
-        items = [
-            IncomingMessage(
-                account_id=t.account_id,
-                source=t.source,
-                raw=bytes(data[uid][BODY]),
-                inbox_id=t.inbox_id,
-                connection_id=t.connection_id,
-                folder=t.folder,
-                folder_role=t.role,
-                uidvalidity=uidvalidity,
-                uid=uid,
-            )
-            for uid in batch
-            if uid in data and BODY in data[uid]
-        ]
+    """Fetch ``uids`` in batches; each batch is stored and the cursor advanced atomically.
+
+    The next batch is fetched while the previous one commits (one store thread, so commits stay
+    in UID order and the cursor only moves past what is durably stored).
+    """
+
+    def store(items: list[IncomingMessage], batch: list[int]) -> int:
         with sessions() as session, session.begin():
             ids = store_and_advance(
                 session,
@@ -92,9 +81,35 @@ def fetch_and_store(
                 advance_to=max(batch) if advance else None,
             )
         on_stored(ids)
-        stored += len(ids)
         if progress:
             progress(len(batch))
+        return len(ids)
+
+    stored = 0
+    pending: Future[int] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-store") as pool:
+        for batch in _chunks(sorted(uids), batch_size):
+            data = client.fetch(batch, [b"BODY.PEEK[]"])
+            items = [
+                IncomingMessage(
+                    account_id=t.account_id,
+                    source=t.source,
+                    raw=bytes(data[uid][BODY]),
+                    inbox_id=t.inbox_id,
+                    connection_id=t.connection_id,
+                    folder=t.folder,
+                    folder_role=t.role,
+                    uidvalidity=uidvalidity,
+                    uid=uid,
+                )
+                for uid in batch
+                if uid in data and BODY in data[uid]
+            ]
+            if pending is not None:
+                stored += pending.result()  # in order; re-raises a failed commit
+            pending = pool.submit(store, items, batch)
+        if pending is not None:
+            stored += pending.result()
     return stored
 
 

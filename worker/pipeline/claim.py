@@ -16,7 +16,13 @@ def claim(ids: list[int], deps: Deps) -> list[Job]:
     with deps.sessions() as session, session.begin():
         rows = session.execute(
             sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(ids), StoredMessage.status.in_(("stored", "processing")))
+            # "not done/failed" rather than "status IN (...)": keeps the planner on the
+            # primary key instead of scanning the (status, updated_at) index of a backlog.
+            .where(
+                StoredMessage.id.in_(ids),
+                StoredMessage.status != "done",
+                StoredMessage.status != "failed",
+            )
             .values(status="processing", attempts=StoredMessage.attempts + 1, updated_at=utcnow())
             .returning(
                 StoredMessage.id,
