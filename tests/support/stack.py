@@ -69,6 +69,10 @@ class Stack:
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name)
+        if self.broker_url.startswith("redis://127.0.0.1:6379/"):
+            # Leave the shared Redis as we found it: no queues or bindings behind.
+            db = int(self.broker_url.rsplit("/", 1)[1])
+            redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
 
     # -- mail --------------------------------------------------------------------------------
     def send(self, raw: bytes, rcpts: list[str], mail_from: str = "sender@example.net") -> dict:
