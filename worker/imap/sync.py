@@ -17,7 +17,7 @@ from imapclient import IMAPClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.intake import IncomingMessage
-from worker.imap.cursor import Cursor, load_cursor, set_cursor, store_and_advance
+from worker.imap.cursor import load_cursor, set_cursor, store_and_advance
 
 log = logging.getLogger("inboxlog.imap")
 
@@ -141,16 +141,9 @@ def sync_folder(
     with sessions() as session:
         cursor = load_cursor(session, t.connection_id, t.folder)
     view = examine(client, t.folder)
-    if cursor is None:
-        # A new connection starts at the current end, unless imap.since asks for a backfill.
-        end = (view.uidnext - 1) if view.uidnext else max(client.search(["ALL"]) or [0])
-        uids = client.search(["SINCE", since]) if since else []
-        with sessions() as session, session.begin():
-            set_cursor(session, t.connection_id, t.folder, view.uidvalidity, 0 if uids else end)
-        cursor = Cursor(view.uidvalidity, 0 if uids else end)
-        if not uids:
-            return 0
-        stored = fetch_and_store(
+
+    def fetch(uids: list[int]) -> int:
+        return fetch_and_store(
             client,
             sessions,
             t,
@@ -161,6 +154,16 @@ def sync_folder(
             on_stored=on_stored,
             batch_size=batch_size,
         )
+
+    if cursor is None:
+        # A new connection starts at the current end, unless imap.since asks for a backfill.
+        end = (view.uidnext - 1) if view.uidnext else max(client.search(["ALL"]) or [0])
+        uids = client.search(["SINCE", since]) if since else []
+        with sessions() as session, session.begin():
+            set_cursor(session, t.connection_id, t.folder, view.uidvalidity, 0 if uids else end)
+        if not uids:
+            return 0
+        stored = fetch(uids)
         with sessions() as session, session.begin():
             store_and_advance(
                 session,
@@ -177,29 +180,9 @@ def sync_folder(
         with sessions() as session, session.begin():
             set_cursor(session, t.connection_id, t.folder, view.uidvalidity, 0)
         uids = client.search(["SINCE", resync_since])
-        return fetch_and_store(
-            client,
-            sessions,
-            t,
-            view.uidvalidity,
-            uids,
-            owner=owner,
-            advance=True,
-            on_stored=on_stored,
-            batch_size=batch_size,
-        )
+        return fetch(uids)
     if view.uidnext is not None and view.uidnext - 1 <= cursor.last_uid:
         return 0
     # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8): filter.
     uids = [u for u in client.search(["UID", f"{cursor.last_uid + 1}:*"]) if u > cursor.last_uid]
-    return fetch_and_store(
-        client,
-        sessions,
-        t,
-        view.uidvalidity,
-        uids,
-        owner=owner,
-        advance=True,
-        on_stored=on_stored,
-        batch_size=batch_size,
-    )
+    return fetch(uids)
