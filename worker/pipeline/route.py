@@ -6,53 +6,12 @@ import dataclasses
 
 import sqlalchemy as sa
 
-from shared.db.models import Connection, Contact, User
-from shared.rules.routing import RoutingFacts
+from shared.db.models import Connection
 from shared.rules.routing import route as evaluate
 from shared.services.inboxes import get_rules
+from shared.services.routing import routing_facts
 from worker.pipeline.job import Batch, Job
 from worker.pipeline.threading import find_conversation
-
-
-def received_at_addresses(job: Job, connection_address: str | None) -> frozenset[str]:
-    """The team address(es) that received the message: the connection's address, else the
-    To/Cc/Delivered-To of the message."""
-    pm = job.parsed
-    assert pm is not None
-    found = {a.address for a in (*pm.to, *pm.cc, *pm.delivered_to)}
-    if connection_address:
-        found.add(connection_address)
-    return frozenset(found)
-
-
-def routing_facts(
-    session: sa.orm.Session, job: Job, connection_address: str | None
-) -> RoutingFacts:
-    pm, content = job.parsed, job.content
-    assert pm is not None and content is not None
-    sender = content.from_.address if content.from_ else None
-    contact = (
-        session.scalar(
-            sa.select(Contact).where(Contact.account_id == job.account_id, Contact.email == sender)
-        )
-        if sender
-        else None
-    )
-    active = frozenset(
-        session.scalars(
-            sa.select(User.id).where(User.account_id == job.account_id, User.active.is_(True))
-        )
-    )
-    return RoutingFacts(
-        from_address=sender,
-        to_addresses=received_at_addresses(job, connection_address),
-        subject=content.subject,
-        body=content.text,
-        headers=pm.header,
-        is_contact=contact is not None,
-        contact_owner_id=contact.owner_id if contact else None,
-        active_user_ids=active,
-    )
 
 
 def route(job: Job, batch: Batch) -> None:
@@ -73,6 +32,11 @@ def route(job: Job, batch: Batch) -> None:
         if job.connection_id
         else None
     )
-    job.routing = evaluate(rules, routing_facts(session, job, address))
+    job.routing = evaluate(
+        rules,
+        routing_facts(
+            session=session, account_id=job.account_id, pm=job.parsed, connection_address=address
+        ),
+    )
     if job.routing.skip and job.facts is not None:
         job.facts = dataclasses.replace(job.facts, skipped_by_rule=True)

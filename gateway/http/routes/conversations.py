@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.http.deps import DbId, PageDep, SessionDep, UserDep
 from gateway.http.views import conversation_view, email_summary
-from shared.db.models import Contact, User
 from shared.mail import parse_message
-from shared.rules.routing import RoutingFacts, route
+from shared.rules.routing import route
 from shared.services import conversations as svc
 from shared.services.inboxes import get_inbox, get_rules
+from shared.services.routing import routing_facts
 
 router = APIRouter(tags=["conversations"])
 
@@ -76,31 +75,7 @@ def test_rules(inbox_id: DbId, body: RawIn, session: SessionDep, p: UserDep) -> 
     """Which rule would fire on this raw message, and why each earlier one did not."""
     inbox = get_inbox(session=session, principal=p, inbox_id=inbox_id)
     pm = parse_message(body.raw.encode("utf-8", "surrogateescape"))
-    sender = pm.from_.address if pm.from_ else None
-    contact = (
-        session.scalar(
-            sa.select(Contact).where(
-                Contact.account_id == inbox.account_id, Contact.email == sender
-            )
-        )
-        if sender
-        else None
-    )
-    active = frozenset(
-        session.scalars(
-            sa.select(User.id).where(User.account_id == inbox.account_id, User.active.is_(True))
-        )
-    )
-    facts = RoutingFacts(
-        from_address=sender,
-        to_addresses=frozenset(a.address for a in (*pm.to, *pm.cc, *pm.delivered_to)),
-        subject=pm.subject,
-        body=pm.text,
-        headers=pm.header,
-        is_contact=contact is not None,
-        contact_owner_id=contact.owner_id if contact else None,
-        active_user_ids=active,
-    )
+    facts = routing_facts(session=session, account_id=inbox.account_id, pm=pm)
     result = route(get_rules(session=session, inbox_id=inbox.id), facts)
     return {
         "matched": result.matched,
