@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared.batching import take_batch
 from shared.config import Settings
 
 log = logging.getLogger("inboxlog.queue")
@@ -108,27 +109,11 @@ class Enqueuer:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            # Linger a moment so a steady trickle still makes batches (one task per
-            # BATCH_SIZE ids shares the worker's round trips); a burst never waits.
-            deadline = time.monotonic() + self.linger
-            while len(batch) < 256:
-                try:
-                    nxt = (
-                        self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                        if len(batch) < BATCH_SIZE
-                        else self._q.get_nowait()
-                    )
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                batch.append(nxt)
+        # Linger a moment so a steady trickle still makes batches (one task per BATCH_SIZE ids
+        # shares the worker's round trips); a burst never waits.
+        while (
+            batch := take_batch(self._q, 256, linger=self.linger, linger_limit=BATCH_SIZE)
+        ) is not None:
             if time.monotonic() < self._down_until:
                 continue  # broker known down: the sweeper will enqueue these rows
             if self.sender.process(batch) < len(batch):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.batching import take_batch
 from shared.intake import IncomingMessage, store_messages
 
 log = logging.getLogger("inboxlog.gateway")
@@ -40,20 +41,7 @@ class GroupCommitStore:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                batch.append(nxt)
+        while (batch := take_batch(self._q, self.max_batch)) is not None:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
