@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
+from shared.db.bulk import insert_each
 from shared.db.models import StoredMessage
-from shared.db.upsert import insert_ignore_returning
 
 
 @dataclass(frozen=True)
@@ -57,37 +57,17 @@ def _row(item: IncomingMessage) -> dict:
     }
 
 
-def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int]:
-    """Insert the rows in one statement; returns the ids of the rows newly stored (an IMAP
-    message already stored for its folder generation is skipped by constraint)."""
-    if not items:
-        return []
-    rows = [_row(item) for item in items]
-    with_uid = [r for r in rows if r["uid"] is not None]
-    without = [r for r in rows if r["uid"] is None]
-    ids: list[int] = []
-    if without:
-        ids += [
-            r[0]
-            for r in session.execute(
-                sa.insert(StoredMessage.__table__).returning(
-                    StoredMessage.__table__.c.id, sort_by_parameter_order=True
-                ),
-                without,
-            )
-        ]
-    if with_uid:
-        ids += [
-            r[0]
-            for r in insert_ignore_returning(
-                session,
-                StoredMessage,
-                with_uid,
-                ["connection_id", "folder", "uidvalidity", "uid"],
-                (StoredMessage.id,),
-            )
-        ]
-    return ids
+def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int | None]:
+    """Insert the rows in the session's transaction; returns each row's id, in order, or None
+    for an IMAP message already stored for its folder generation (skipped by constraint)."""
+    got = insert_each(
+        session,
+        StoredMessage.__table__,
+        [_row(item) for item in items],
+        conflict=("connection_id", "folder", "uidvalidity", "uid"),
+        returning=("id",),
+    )
+    return [r[0] if r is not None else None for r in got]
 
 
 def stale_ids(*, session: Session, older_than_seconds: float, limit: int = 1000) -> list[int]:

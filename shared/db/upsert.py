@@ -1,30 +1,13 @@
-"""``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite: dedupe by constraint.
-
-Statements are built once per (table, conflict key) and executed with a parameter list
-(SQLAlchemy's "insertmanyvalues"), so the compiled form is cached whatever the row count.
-"""
+"""``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite: dedupe by constraint."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-
-@cache
-def _statement(
-    dialect: str, table: sa.Table, conflict: tuple[str, ...], returning: tuple[str, ...]
-) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=list(conflict))
-    if returning:
-        stmt = stmt.returning(*(table.c[name] for name in returning), sort_by_parameter_order=True)
-    return stmt
+from shared.db.bulk import insert_each
 
 
 def _table(model: Any) -> sa.Table:
@@ -41,14 +24,11 @@ def insert_ignore(
     """Insert the row(s) unless the unique key ``conflict`` exists; for one row, its
     ``returning`` column when it was new, else None."""
     rows = values if isinstance(values, list) else [values]
-    if not rows:
-        return None
     names = (returning.key,) if returning is not None else ()
-    stmt = _statement(session.get_bind().dialect.name, _table(model), tuple(conflict), names)
-    result = session.execute(stmt, rows if len(rows) > 1 else rows[0])
-    if returning is None:
+    got = insert_each(session, _table(model), rows, conflict=conflict, returning=names)
+    if returning is None or not got or got[0] is None:
         return None
-    return result.scalar_one_or_none()
+    return got[0][0]
 
 
 def insert_ignore_returning(
@@ -58,9 +38,7 @@ def insert_ignore_returning(
     conflict: list[str],
     columns: tuple[Any, ...],
 ) -> list[tuple[Any, ...]]:
-    """Multi-row insert-or-ignore; returns ``columns`` of the rows that were new."""
-    if not rows:
-        return []
+    """Multi-row insert-or-ignore; returns ``columns`` of the rows that were new, in order."""
     names = tuple(col.key for col in columns)
-    stmt = _statement(session.get_bind().dialect.name, _table(model), tuple(conflict), names)
-    return [tuple(r) for r in session.execute(stmt, rows).all()]
+    got = insert_each(session, _table(model), rows, conflict=conflict, returning=names)
+    return [r for r in got if r is not None]

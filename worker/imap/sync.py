@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.intake import IncomingMessage
 from worker.imap.cursor import load_cursor, set_cursor, store_and_advance
+from worker.imap.fetch import fetch_bodies
 
 log = logging.getLogger("inboxlog.imap")
 
 FETCH_BATCH = 200
-BODY = b"BODY[]"
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ def fetch_and_store(
     pending: Future[int] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-store") as pool:
         for batch in _chunks(sorted(uids), batch_size):
-            data = client.fetch(batch, [b"BODY.PEEK[]"])
+            bodies = fetch_bodies(client, batch)
             items = [
                 IncomingMessage(
                     account_id=t.account_id,
                     source=t.source,
-                    raw=bytes(data[uid][BODY]),
+                    raw=bodies[uid],
                     inbox_id=t.inbox_id,
                     connection_id=t.connection_id,
                     folder=t.folder,
@@ -103,7 +103,7 @@ def fetch_and_store(
                     uid=uid,
                 )
                 for uid in batch
-                if uid in data and BODY in data[uid]
+                if uid in bodies
             ]
             if pending is not None:
                 stored += pending.result()  # in order; re-raises a failed commit

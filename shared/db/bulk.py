@@ -1,0 +1,137 @@
+"""Many-row INSERTs with one result per row, cheap enough for the intake's hot path.
+
+On PostgreSQL the rows go through one small prepared statement in psycopg's pipeline mode
+(``executemany``): no SQL text grows with the batch, so nothing is re-parsed per batch, and
+each row's RETURNING comes back in order — or nothing, when ``ON CONFLICT DO NOTHING`` skipped
+it. That costs a fraction of SQLAlchemy's multi-row VALUES form, whose long SQL psycopg parses
+again for every batch (measured: 1.3 s → 0.15 s of client CPU for 10,000 13 KB messages).
+SQLite, in-process, runs the same statement row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+Row = tuple[Any, ...]
+
+
+@cache
+def _compiled(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    keys: tuple[str, ...],
+    conflict: tuple[str, ...] | None,
+    returning: tuple[str, ...],
+) -> tuple[Any, str, dict[str, Callable[[Any], Any]]]:
+    """The single-row statement, its PostgreSQL text and the columns' bind processors."""
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys})
+    if conflict is not None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+    if returning:
+        stmt = stmt.returning(*(table.c[name] for name in returning))
+    processors = {}
+    for k in keys:
+        proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+        if proc is not None:
+            processors[k] = proc
+    return stmt, str(stmt.compile(dialect=dialect)), processors
+
+
+def insert_each(
+    session: Session,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: Sequence[str] | None = None,
+    returning: Sequence[str] = (),
+) -> list[Row | None]:
+    """Insert ``rows`` (all with the same keys) in the session's transaction.
+
+    With ``conflict``, a row whose unique key exists is skipped. Returns, per row and in order,
+    the ``returning`` columns — None for a skipped row (and for every row without ``returning``).
+    """
+    if not rows:
+        return []
+    conn = session.connection()
+    dialect = conn.dialect
+    rows = _with_defaults(table, rows)
+    keys = tuple(rows[0])
+    stmt, sql, processors = _compiled(
+        dialect, table, keys, tuple(conflict) if conflict is not None else None, tuple(returning)
+    )
+    if dialect.name != "postgresql":
+        out: list[Row | None] = []
+        for row in rows:
+            result = conn.execute(stmt, row)
+            got = result.first() if returning else None
+            out.append(tuple(got) if got is not None else None)
+        return out
+    params = [
+        {k: (processors[k](v) if k in processors else v) for k, v in row.items()} for row in rows
+    ]
+    return _pg_executemany(conn, sql, params, bool(returning))
+
+
+def _with_defaults(table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill in the columns' Python-side defaults (``default=utcnow``, ``default=list`` …): the
+    statement bypasses SQLAlchemy's execution, which would otherwise supply them."""
+    missing = [
+        col
+        for col in table.c
+        if col.key not in rows[0]
+        and isinstance(col.default, sa.ColumnDefault)
+        and (col.default.is_scalar or col.default.is_callable)
+    ]
+    if not missing:
+        return list(rows)
+    out = []
+    for row in rows:
+        row = dict(row)
+        for col in missing:
+            d = col.default
+            row[col.key] = d.arg(None) if d.is_callable else d.arg  # type: ignore[union-attr]
+        out.append(row)
+    return out
+
+
+def _pg_executemany(
+    conn: sa.Connection, sql: str, params: list[dict[str, Any]], returning: bool
+) -> list[Row | None]:
+    import psycopg
+
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.executemany(sql, params, returning=returning)
+        out: list[Row | None] = []
+        if returning:
+            while True:
+                got = cur.fetchone()
+                out.append(tuple(got) if got is not None else None)
+                if not cur.nextset():
+                    break
+        else:
+            out = [None] * len(params)
+    except psycopg.Error as exc:
+        # SQLAlchemy's own exception classes (IntegrityError, OperationalError, …), as every
+        # other statement raises them; parameters (message bytes) are never part of the text.
+        lost = bool(dbapi_conn.closed or dbapi_conn.broken)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
+        ) from exc
+    finally:
+        if not cur.closed:
+            cur.close()
+    return out

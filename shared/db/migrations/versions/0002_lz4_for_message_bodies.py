@@ -1,0 +1,39 @@
+"""lz4 compression for raw messages and logged bodies (PostgreSQL)
+
+PostgreSQL compresses large values with pglz by default; for 13 KB messages that was most of
+the database's CPU per stored message (10,000 messages: 1.7 s with pglz, 0.5 s with lz4).
+Servers built without lz4 keep pglz; SQLite has nothing to change.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+COLUMNS = (("stored_messages", "raw"), ("logged_emails", "text"), ("logged_emails", "html"))
+
+
+def _set(method: str) -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, column in COLUMNS:
+        # Applies to values written from now on; existing rows keep how they were stored.
+        op.execute(
+            f"DO $$ BEGIN ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}; "
+            "EXCEPTION WHEN feature_not_supported THEN NULL; END $$"
+        )
+
+
+def upgrade() -> None:
+    _set("lz4")
+
+
+def downgrade() -> None:
+    _set("pglz")
