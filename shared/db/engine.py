@@ -55,3 +55,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def single_read(factory: sessionmaker[Session]) -> Iterator[sa.Connection]:
+    """A connection for one read that needs no transaction around it: on PostgreSQL in
+    autocommit, so the read is one round trip (no BEGIN, no ROLLBACK, no Session); on SQLite an
+    ordinary session (the engine's BEGIN IMMEDIATE hook must not run outside a transaction)."""
+    engine = factory.kw.get("bind")
+    if isinstance(engine, sa.Engine) and engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    with factory() as session:
+        yield session.connection()

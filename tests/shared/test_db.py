@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 
 from shared.db.base import Base
 from shared.db.bulk import insert_each
-from shared.db.engine import make_engine, make_session_factory
+from shared.db.engine import make_engine, make_session_factory, single_read
 from shared.db.models import Account, StoredMessage
 from shared.intake import IncomingMessage, store_messages
 from tests.support.world import World, new_world
@@ -118,3 +118,18 @@ def test_raw_messages_and_bodies_are_lz4_compressed_on_postgresql(postgresql_url
         )
     engine.dispose()
     assert got == {"stored_messages.raw": "l", "logged_emails.text": "l", "logged_emails.html": "l"}
+
+
+def test_single_read_holds_no_transaction_open(sessions, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    with single_read(sessions) as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Account)).scalar() is not None
+        if db_url.startswith("postgresql"):
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            with sessions() as other:
+                state = other.execute(
+                    sa.text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                ).scalar()
+            assert state == "idle"  # not "idle in transaction": no snapshot held between reads
+    # Afterwards the database takes writes at once (SQLite: no lock left behind).
+    world = new_world(sessions)
+    assert world.account_id

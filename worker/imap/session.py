@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
+from shared.db.engine import single_read
 from shared.db.models import Connection
 from worker.imap.client import ImapSettings, open_session
 from worker.imap.errors import LeaseLost, describe, is_auth_failure
@@ -53,6 +54,7 @@ class Snapshot:
     status: str
     sync_requested_at: datetime | None
     backfill_since: date | None
+    control: tuple  # the raw columns control_state() watches, as of this snapshot
 
 
 def read_snapshot(
@@ -79,6 +81,7 @@ def read_snapshot(
             c.status,
             c.sync_requested_at,
             c.backfill_since,
+            _control(c),
         )
 
 
@@ -239,9 +242,14 @@ class ConnectionSync(threading.Thread):
             else self.config.poll_seconds
         )
         control = control_state(self.sessions, self.connection_id)
+        if control is None or control[:6] != snap.control[:6]:
+            raise _Reconnect()
+        if control != snap.control:  # a request arrived since the snapshot was read
+            return read_snapshot(self.sessions, self.box, self.connection_id) or snap
         if idle:
             client.select_folder("INBOX", readonly=True)
             client.idle()
+        requested = False
         try:
             next_control = time.monotonic() + CONTROL_CHECK_SECONDS
             while not self.stopping.is_set() and time.monotonic() < deadline:
@@ -257,29 +265,37 @@ class ConnectionSync(threading.Thread):
                     if now is None or now[:6] != control[:6]:
                         raise _Reconnect()  # settings changed or the connection is gone
                     if now != control:
-                        break  # a sync or backfill was requested
+                        requested = True  # a sync or backfill was requested
+                        break
         finally:
             if idle:
                 client.idle_done()
+        if not requested:
+            return snap  # new mail or the next poll: the settings are the ones just checked
         return read_snapshot(self.sessions, self.box, self.connection_id) or snap
+
+
+_CONTROL = (
+    Connection.imap_host,
+    Connection.imap_port,
+    Connection.imap_security,
+    Connection.imap_username,
+    Connection.imap_password_enc,
+    Connection.imap_folders,
+    Connection.sync_requested_at,
+    Connection.backfill_since,
+)
+
+
+def _control(c: Connection) -> tuple:
+    return tuple(getattr(c, col.key) for col in _CONTROL)
 
 
 def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple | None:
     """The columns the loop watches, compared raw (no decryption every few seconds):
     the six IMAP settings, then the sync/backfill requests."""
-    with sessions() as session:
-        row = session.execute(
-            sa.select(
-                Connection.imap_host,
-                Connection.imap_port,
-                Connection.imap_security,
-                Connection.imap_username,
-                Connection.imap_password_enc,
-                Connection.imap_folders,
-                Connection.sync_requested_at,
-                Connection.backfill_since,
-            ).where(Connection.id == connection_id)
-        ).one_or_none()
+    with single_read(sessions) as conn:  # every few seconds per connection: keep it cheap
+        row = conn.execute(sa.select(*_CONTROL).where(Connection.id == connection_id)).one_or_none()
     return None if row is None or row[0] is None else tuple(row)
 
 
