@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,13 +18,7 @@ from shared.db.models import (
 )
 from shared.services.accounts import intake_address, settings_of
 from shared.services.inboxes import member_ids
-
-
-def iso(dt: datetime | None) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (§7 exact spelling)."""
-    if dt is None:
-        return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from shared.timefmt import iso
 
 
 def account_view(account: Account, logging_domain: str) -> dict[str, Any]:
@@ -142,7 +135,8 @@ def decision_view(d: Decision) -> dict[str, Any]:
     }
 
 
-def conversation_view(c: Conversation) -> dict[str, Any]:
+def conversation_view(c: Conversation, message_count: int | None = None) -> dict[str, Any]:
+    """``message_count``: what this viewer sees, when private emails hide some from them."""
     return {
         "id": c.id,
         "inbox_id": c.inbox_id,
@@ -151,6 +145,6 @@ def conversation_view(c: Conversation) -> dict[str, Any]:
         "assignee_id": c.assignee_id,
         "tags": c.tags or [],
         "contact_ids": c.contact_ids or [],
-        "message_count": c.message_count,
+        "message_count": c.message_count if message_count is None else message_count,
         "last_message_at": iso(c.last_message_at),
     }

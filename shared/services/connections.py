@@ -21,6 +21,7 @@ from shared.mail.addresses import normalize_address
 from shared.principal import Principal
 from shared.services.accounts import bump_config_version
 from shared.services.inboxes import member_ids
+from shared.timefmt import iso
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
@@ -60,6 +61,8 @@ def _apply_imap(conn: Connection, imap: dict[str, Any], box: SecretBox, *, parti
         raise Invalid("imap.password is required", details={"field": "imap.password"})
     conn.imap_security = security
     if "host" in imap or not partial:
+        if conn.imap_host != imap["host"] and conn.status != "auth_failed":
+            conn.status = "pending"  # a new server: active only after its first good cycle
         conn.imap_host = imap["host"]
     if imap.get("port") is not None:
         conn.imap_port = int(imap["port"])
@@ -190,7 +193,7 @@ def connection_view(*, session: Session, principal: Principal, conn: Connection)
         sa.select(FolderState).where(FolderState.connection_id == conn.id).order_by(FolderState.id)
     )
     view |= {
-        "last_sync_at": conn.last_sync_at,
+        "last_sync_at": iso(conn.last_sync_at),
         "last_error": conn.last_error,
         "folders": [
             {

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import Conversation, LoggedEmail, User
 from shared.errors import Invalid, NotFound
 from shared.principal import Principal
+from shared.services.emails import visible_emails
 from shared.services.inboxes import get_inbox, member_ids
 
 STATUSES = ("open", "closed")
@@ -43,10 +44,13 @@ def get_conversation(
     return conv
 
 
-def messages_of(*, session: Session, conversation_id: int) -> list[LoggedEmail]:
+def messages_of(
+    *, session: Session, principal: Principal, conversation_id: int
+) -> list[LoggedEmail]:
+    """The messages this user may see (a ``private`` email only for its logger and admins)."""
     q = (
         sa.select(LoggedEmail)
-        .where(LoggedEmail.conversation_id == conversation_id)
+        .where(LoggedEmail.conversation_id == conversation_id, visible_emails(principal))
         .order_by(
             sa.func.coalesce(LoggedEmail.date, LoggedEmail.received_at),
             LoggedEmail.received_at,
@@ -54,6 +58,21 @@ def messages_of(*, session: Session, conversation_id: int) -> list[LoggedEmail]:
         )
     )
     return list(session.scalars(q))
+
+
+def visible_counts(
+    *, session: Session, principal: Principal, conversation_ids: list[int]
+) -> dict[int, int] | None:
+    """Messages per conversation as this user sees them; None when they see every message
+    (admins), so the stored count holds."""
+    if principal.is_admin or not conversation_ids:
+        return None
+    rows = session.execute(
+        sa.select(LoggedEmail.conversation_id, sa.func.count())
+        .where(LoggedEmail.conversation_id.in_(conversation_ids), visible_emails(principal))
+        .group_by(LoggedEmail.conversation_id)
+    )
+    return {cid: n for cid, n in rows}
 
 
 def update_conversation(

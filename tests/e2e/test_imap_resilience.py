@@ -6,14 +6,22 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from shared.crypto import SecretBox
-from shared.db.models import Connection, Conversation, Decision, LoggedEmail, StoredMessage
+from shared.db.models import (
+    Connection,
+    Conversation,
+    Decision,
+    FolderState,
+    LoggedEmail,
+    StoredMessage,
+)
 from tests.e2e.mail import message
 from tests.support.dovecot import DovecotServer, dovecot_server_factory, ensure_dovecot_installed
 from tests.support.stack import Stack, make_stack, redis_broker_url, wait_for
@@ -172,6 +180,34 @@ def test_two_pollers_share_five_connections_each_message_once(
         dovecot.append(user, "INBOX", corpus(user, 21, "after")[20])
     wait_for(lambda: counts(stack, cids)[2] >= 105, 30, lambda: stack.log("pc"))
     assert counts(stack, cids) == (105, 105, 105)
+
+
+def test_a_backfill_cut_short_resumes_without_importing_older_mail(
+    stack: Stack, dovecot: DovecotServer
+) -> None:
+    """imap.since asks for the mail received since a date. Killed half-way, the poller must
+    finish that backfill — and not fall back to reading the folder from the cursor onwards,
+    which here would also import 300 older messages that sit at higher UIDs (an archive
+    moved in later keeps its old internal dates)."""
+    world = new_world(stack.sessions)
+    user, pw = mailbox(dovecot)
+    dovecot.bulk_load(user, "INBOX", corpus(user, 400, "new"))
+    old = datetime(2020, 1, 2, tzinfo=UTC)
+    dovecot.bulk_load(user, "INBOX", corpus(user, 300, "old"), internal_date=old)
+    cid = team_connection(stack, world, dovecot, user, pw, since=date.today().isoformat())
+    stack.start("poller", "poller")
+    wait_for(lambda: counts(stack, [cid])[0] >= 60, 60, lambda: stack.log("poller"), interval=0.02)
+    stack.kill("poller")
+    assert counts(stack, [cid])[0] < 400, "the kill must land mid-backfill"
+    stack.start("poller2", "poller")
+    wait_for(lambda: counts(stack, [cid])[2] >= 400, 120, lambda: stack.log("poller2"))
+    time.sleep(2)  # a poll cycle later: still nothing older
+    assert counts(stack, [cid]) == (400, 400, 400)
+    subjects = {e.subject.split()[0] for e in world.emails()}
+    assert subjects == {"new"}
+    with stack.sessions() as s:
+        state = s.scalar(sa.select(FolderState).where(FolderState.connection_id == cid))
+        assert state.backfill_since is None and state.last_uid == 700
 
 
 def test_dovecot_restarted_mid_sync_resumes(

@@ -500,12 +500,14 @@ class DovecotServer:
         messages: Iterable[bytes],
         *,
         flags: Iterable[str] = (),
+        internal_date: dt.datetime | None = None,
     ) -> int:
         """Write messages straight into the folder's Maildir ``cur/`` (fast path).
 
         Dovecot assigns UIDs (in load order) the next time the folder is opened.
         ``flags`` may contain system flags only (\\Seen, \\Answered, \\Flagged, \\Deleted,
-        \\Draft). Returns the number of messages written.
+        \\Draft). ``internal_date`` (default: now) is what IMAP SINCE sees: Dovecot reads
+        it from the file's mtime. Returns the number of messages written.
         """
         letters = "".join(sorted(_MAILDIR_FLAGS[f] for f in set(flags)))
         if folder.upper() != "INBOX" and self.running:
@@ -516,6 +518,7 @@ class DovecotServer:
         if folder.upper() != "INBOX":
             (mdir / "maildirfolder").touch()
         base = int(time.time())
+        stamp = int(internal_date.timestamp()) if internal_date is not None else base
         tmp_dir, cur_dir = mdir / "tmp", mdir / "cur"
         count = 0
         with self._lock:
@@ -525,7 +528,7 @@ class DovecotServer:
                 name = f"{base}.M{self._bulk_seq:09d}P{os.getpid()}.inboxlog,S={len(data)}"
                 tmp_file = tmp_dir / name
                 tmp_file.write_bytes(data)
-                os.utime(tmp_file, (base, base))
+                os.utime(tmp_file, (stamp, stamp))
                 tmp_file.rename(cur_dir / f"{name}:2,{letters}")
                 count += 1
         if self._mail_uid != os.geteuid():

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-import sqlalchemy as sa
 from imapclient import IMAPClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.models import StoredMessage
 from worker.imap.cursor import load_cursor
-from worker.imap.sync import Target, examine, fetch_and_store
+from worker.imap.sync import Target, examine, fetch_and_store, missing_since
 
 
 def pending_uids(
@@ -21,22 +19,8 @@ def pending_uids(
     view = examine(client, t.folder)
     with sessions() as session:
         cursor = load_cursor(session, t.connection_id, t.folder)
-        have = set(
-            session.scalars(
-                sa.select(StoredMessage.uid).where(
-                    StoredMessage.connection_id == t.connection_id,
-                    StoredMessage.folder == t.folder,
-                    StoredMessage.uidvalidity == view.uidvalidity,
-                )
-            )
-        )
     ceiling = cursor.last_uid if cursor and cursor.uidvalidity == view.uidvalidity else None
-    uids = [
-        u
-        for u in client.search(["SINCE", since])
-        if u not in have and (ceiling is None or u <= ceiling)
-    ]
-    return view.uidvalidity, uids
+    return view.uidvalidity, missing_since(client, sessions, t, view.uidvalidity, since, ceiling)
 
 
 def backfill_folders(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from worker.imap.leases import still_held
 class Cursor:
     uidvalidity: int | None
     last_uid: int
+    backfill_since: date | None = None  # messages below last_uid still to fetch from this date
 
 
 def load_cursor(session: Session, connection_id: int, folder: str) -> Cursor | None:
@@ -30,7 +32,7 @@ def load_cursor(session: Session, connection_id: int, folder: str) -> Cursor | N
     )
     if row is None or row.uidvalidity is None:
         return None
-    return Cursor(row.uidvalidity, row.last_uid)
+    return Cursor(row.uidvalidity, row.last_uid, row.backfill_since)
 
 
 def _state(session: Session, connection_id: int, folder: str) -> FolderState:
@@ -46,11 +48,23 @@ def _state(session: Session, connection_id: int, folder: str) -> FolderState:
 
 
 def set_cursor(
-    session: Session, connection_id: int, folder: str, uidvalidity: int, last_uid: int
+    session: Session,
+    connection_id: int,
+    folder: str,
+    uidvalidity: int,
+    last_uid: int,
+    backfill_since: date | None = None,
 ) -> None:
-    """Start (or restart after a UIDVALIDITY change) a folder's cursor."""
+    """Start (or restart after a UIDVALIDITY change) a folder's cursor, with the backfill below
+    it that is still to do."""
     row = _state(session, connection_id, folder)
     row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
+    row.backfill_since = backfill_since
+
+
+def finish_backfill(session: Session, connection_id: int, folder: str) -> None:
+    row = _state(session, connection_id, folder)
+    row.backfill_since, row.updated_at = None, utcnow()
 
 
 def store_and_advance(

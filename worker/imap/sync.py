@@ -13,11 +13,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
+import sqlalchemy as sa
 from imapclient import IMAPClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db.models import StoredMessage
 from shared.intake import IncomingMessage
-from worker.imap.cursor import load_cursor, set_cursor, store_and_advance
+from worker.imap.cursor import (
+    Cursor,
+    finish_backfill,
+    load_cursor,
+    set_cursor,
+    store_and_advance,
+)
 from worker.imap.fetch import fetch_bodies
 
 log = logging.getLogger("inboxlog.imap")
@@ -126,6 +134,33 @@ def status(client: IMAPClient, folder: str) -> FolderView:
     return FolderView(int(st[b"UIDVALIDITY"]), int(st[b"UIDNEXT"]))
 
 
+def missing_since(
+    client: IMAPClient,
+    sessions: sessionmaker[Session],
+    t: Target,
+    uidvalidity: int,
+    since: date,
+    ceiling: int | None,
+) -> list[int]:
+    """UIDs the folder received on or after ``since`` (IMAP SINCE: internal date), up to
+    ``ceiling``, that are not stored yet for this UIDVALIDITY."""
+    with sessions() as session:
+        have = set(
+            session.scalars(
+                sa.select(StoredMessage.uid).where(
+                    StoredMessage.connection_id == t.connection_id,
+                    StoredMessage.folder == t.folder,
+                    StoredMessage.uidvalidity == uidvalidity,
+                )
+            )
+        )
+    return [
+        u
+        for u in client.search(["SINCE", since])
+        if u not in have and (ceiling is None or u <= ceiling)
+    ]
+
+
 def sync_folder(
     client: IMAPClient,
     sessions: sessionmaker[Session],
@@ -137,12 +172,15 @@ def sync_folder(
     on_stored: Callable[[list[int]], None],
     batch_size: int = FETCH_BATCH,
 ) -> int:
-    """Bring one folder up to date; returns how many messages were newly stored."""
+    """Bring one folder up to date; returns how many messages were newly stored.
+
+    New mail above the cursor first, then any backfill the folder still owes below it.
+    """
     with sessions() as session:
         cursor = load_cursor(session, t.connection_id, t.folder)
     view = examine(client, t.folder)
 
-    def fetch(uids: list[int]) -> int:
+    def fetch(uids: list[int], advance: bool) -> int:
         return fetch_and_store(
             client,
             sessions,
@@ -150,39 +188,35 @@ def sync_folder(
             view.uidvalidity,
             uids,
             owner=owner,
-            advance=True,
+            advance=advance,
             on_stored=on_stored,
             batch_size=batch_size,
         )
 
-    if cursor is None:
-        # A new connection starts at the current end, unless imap.since asks for a backfill.
+    if cursor is None or cursor.uidvalidity != view.uidvalidity:
+        # A new connection starts at the current end of the folder (§6), owing a backfill from
+        # imap.since when set; after a UIDVALIDITY change every UID is new, so the folder is
+        # re-synced as a backfill from the connection's start (duplicates are stopped by the
+        # stored-message key and the logged-email identity). The cursor and the pending
+        # backfill are saved before anything is fetched: a failure half-way resumes the
+        # backfill instead of reading the folder from UID 1.
+        if cursor is not None:
+            log.warning("connection=%s folder UIDVALIDITY changed: resyncing", t.connection_id)
         end = (view.uidnext - 1) if view.uidnext else max(client.search(["ALL"]) or [0])
-        uids = client.search(["SINCE", since]) if since else []
+        pending = since if cursor is None else resync_since
         with sessions() as session, session.begin():
-            set_cursor(session, t.connection_id, t.folder, view.uidvalidity, 0 if uids else end)
-        if not uids:
-            return 0
-        stored = fetch(uids)
+            set_cursor(session, t.connection_id, t.folder, view.uidvalidity, end, pending)
+        cursor = Cursor(view.uidvalidity, end, pending)
+    stored = 0
+    if view.uidnext is None or view.uidnext - 1 > cursor.last_uid:
+        # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8): filter.
+        found = client.search(["UID", f"{cursor.last_uid + 1}:*"])
+        stored += fetch([u for u in found if u > cursor.last_uid], True)
+    if cursor.backfill_since is not None:
+        uids = missing_since(
+            client, sessions, t, view.uidvalidity, cursor.backfill_since, cursor.last_uid
+        )
+        stored += fetch(uids, False)
         with sessions() as session, session.begin():
-            store_and_advance(
-                session,
-                connection_id=t.connection_id,
-                owner=owner,
-                folder=t.folder,
-                uidvalidity=view.uidvalidity,
-                items=(),
-                advance_to=end,
-            )
-        return stored
-    if cursor.uidvalidity != view.uidvalidity:
-        log.warning("connection=%s folder UIDVALIDITY changed: resyncing", t.connection_id)
-        with sessions() as session, session.begin():
-            set_cursor(session, t.connection_id, t.folder, view.uidvalidity, 0)
-        uids = client.search(["SINCE", resync_since])
-        return fetch(uids)
-    if view.uidnext is not None and view.uidnext - 1 <= cursor.last_uid:
-        return 0
-    # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8): filter.
-    uids = [u for u in client.search(["UID", f"{cursor.last_uid + 1}:*"]) if u > cursor.last_uid]
-    return fetch(uids)
+            finish_backfill(session, t.connection_id, t.folder)
+    return stored

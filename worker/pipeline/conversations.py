@@ -84,7 +84,7 @@ def attach(session: Session, job: Job, email_id: int, locked: set[int]) -> int:
         # A contact's reply reopens a closed conversation; automated mail never does.
         if conv.status == "closed" and decision.direction == "incoming" and not automated:
             conv.status = "open"
-    if content.kind == "bounce" and match.how == "bounce" and DELIVERY_FAILED not in conv.tags:
+    if content.kind == "bounce" and match.conversation_id and DELIVERY_FAILED not in conv.tags:
         conv.tags = [*conv.tags, DELIVERY_FAILED]
     conv.contact_ids = sorted(set(conv.contact_ids or []) | set(job.contact_ids))
     conv.message_count = (conv.message_count or 0) + 1

@@ -67,7 +67,6 @@ def email_values(job: Job) -> dict[str, Any]:
                 "sha256": a.sha256,
             }
             for a in content.attachments
-            if not a.inline
         ],
         "stored_message_id": job.stored_id,
         "received_at": job.received_at or utcnow(),

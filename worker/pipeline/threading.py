@@ -78,14 +78,15 @@ def _by_message_ids(session: Session, job: Job, ids: list[str]) -> int | None:
 def find_conversation(session: Session, job: Job) -> ThreadMatch:
     content = job.content
     assert content is not None
+    if content.kind == "bounce" and content.bounce_of_message_id:
+        # §5: a bounce goes with the message it reports on, whatever its own headers say.
+        found = _by_message_ids(session, job, [content.bounce_of_message_id])
+        if found:
+            return ThreadMatch(found, "bounce")
     refs = [r for r in (content.in_reply_to, *reversed(content.references)) if r]
     found = _by_message_ids(session, job, refs)
     if found:
         return ThreadMatch(found, "references")
-    if content.kind == "bounce" and content.bounce_of_message_id:
-        found = _by_message_ids(session, job, [content.bounce_of_message_id])
-        if found:
-            return ThreadMatch(found, "bounce")
     subject, ext = thread_subject(content.subject), external_address(job)
     if subject and ext:
         when = content.date or utcnow()

@@ -47,14 +47,24 @@ def list_conversations(
         limit=pg.limit,
         offset=pg.offset,
     )
-    return {"items": [conversation_view(c) for c in found]}
+    counts = svc.visible_counts(
+        session=session, principal=p, conversation_ids=[c.id for c in found]
+    )
+    return {
+        "items": [
+            conversation_view(c, None if counts is None else counts.get(c.id, 0)) for c in found
+        ]
+    }
 
 
 @router.get("/v1/conversations/{conversation_id}")
 def get_conversation(conversation_id: DbId, session: SessionDep, p: UserDep) -> dict:
     conv = svc.get_conversation(session=session, principal=p, conversation_id=conversation_id)
-    messages = svc.messages_of(session=session, conversation_id=conv.id)
-    return {**conversation_view(conv), "messages": [email_summary(m) for m in messages]}
+    messages = svc.messages_of(session=session, principal=p, conversation_id=conv.id)
+    return {
+        **conversation_view(conv, None if p.is_admin else len(messages)),
+        "messages": [email_summary(m) for m in messages],
+    }
 
 
 @router.patch("/v1/conversations/{conversation_id}")
@@ -67,7 +77,8 @@ def patch_conversation(
     conv = svc.update_conversation(
         session=session, principal=p, conversation_id=conversation_id, fields=fields
     )
-    return conversation_view(conv)
+    counts = svc.visible_counts(session=session, principal=p, conversation_ids=[conv.id])
+    return conversation_view(conv, None if counts is None else counts.get(conv.id, 0))
 
 
 @router.post("/v1/inboxes/{inbox_id}/rules/test")

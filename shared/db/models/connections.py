@@ -64,5 +64,9 @@ class FolderState(Base):
     name: Mapped[str] = mapped_column(sa.String(500))
     uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
     last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # Messages received on or after this date that sit below the cursor and are still to be
+    # fetched: a new connection's imap.since, or a re-sync after UIDVALIDITY changed. Kept
+    # until done, so a sync that fails half-way resumes instead of importing the whole folder.
+    backfill_since: Mapped[date | None] = mapped_column()
     messages_synced: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

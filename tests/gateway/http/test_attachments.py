@@ -131,3 +131,34 @@ def test_content_disposition_never_breaks_the_header() -> None:
         assert "\r" not in value and "\n" not in value and value.isascii()
         fallback = value.split('filename="', 1)[1].split('"', 1)[0]
         assert "/" not in fallback and ";" not in fallback and fallback
+
+
+def test_inline_parts_with_a_filename_are_attachments_inline_images_without_are_not(
+    api: Api,
+) -> None:
+    """§7: "parts with Content-Disposition: attachment or a filename — not … inline images
+    without a filename" (Apple Mail sends files as inline parts with a filename)."""
+    acc = api.new_account("Acme", "alice@ours.example")
+    raw = (
+        b"From: Alice <alice@ours.example>\r\nTo: ken@acme.example\r\nSubject: Photos\r\n"
+        b"Date: Tue, 04 Mar 2025 05:06:07 +0000\r\nMessage-ID: <inl-1@test.example>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary="R"\r\n\r\n'
+        b"--R\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p>See <img src="cid:logo@x"></p>\r\n'
+        b"--R\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\n"
+        b"Content-ID: <logo@x>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+        b'--R\r\nContent-Type: image/jpeg; name="site.jpg"\r\n'
+        b'Content-Disposition: inline; filename="site.jpg"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQSkZJRg==\r\n"
+        b"--R--\r\n"
+    )
+    job = ingest(api.ctx.sessions, acc["account"]["id"], "bcc", raw)
+    email = api.call("GET", f"/v1/emails/{job.email_id}", acc["token"], 200)
+    assert email["attachments"] == [
+        {"filename": "site.jpg", "content_type": "image/jpeg", "size": 10}
+    ]
+    got = api.client.get(
+        f"/v1/emails/{job.email_id}/attachments/0",
+        headers={"Authorization": f"Bearer {acc['token']}"},
+    )
+    assert got.status_code == 200 and got.content == b"\xff\xd8\xff\xe0\x00\x10JFIF"

@@ -334,7 +334,7 @@ def test_sync_status_and_folders_shown_to_the_owner(api: Api) -> None:
             )
         )
     got = api.call("GET", f"/v1/connections/{conn['id']}", s["alice"]["token"], 200)
-    assert got["status"] == "active" and got["last_sync_at"].startswith("2026-01-02T03:04:05")
+    assert got["status"] == "active" and got["last_sync_at"] == "2026-01-02T03:04:05Z"
     assert got["folders"] == [
         {"name": "INBOX", "uidvalidity": 7, "last_uid": 42, "messages_synced": 40}
     ]
@@ -362,3 +362,19 @@ def test_sync_status_and_folders_shown_to_the_owner(api: Api) -> None:
         ]["code"]
         == "no_imap"
     )
+
+
+def test_a_connection_given_imap_later_is_pending_until_it_syncs(api: Api) -> None:
+    s = _setup(api)
+    tok = s["alice"]["token"]
+    conn = api.call(
+        "POST",
+        "/v1/connections",
+        tok,
+        201,
+        json={"address": "late@acme.example", "kind": "personal"},
+    )
+    assert conn["status"] == "active"  # nothing to sync: nothing pending
+    path = f"/v1/connections/{conn['id']}"
+    out = api.call("PATCH", path, tok, 200, json={"imap": IMAP})
+    assert out["status"] == "pending"  # §6: active only after its first successful cycle

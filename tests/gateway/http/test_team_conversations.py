@@ -351,3 +351,69 @@ def test_team_forward_address_mail_is_a_conversation(api: Api) -> None:
     assert job.outcome == "logged"
     [c] = convs(api, t)
     assert c["subject"] == "Via forward address"
+
+
+def test_bounce_whose_headers_point_at_the_original_is_tagged(api: Api) -> None:
+    """Gmail-style bounces carry In-Reply-To/References of the failed message: still §5's
+    "attached to the conversation of the message it reports on" and tagged."""
+    t = team(api)
+    quote = message(
+        "ken@acme.co.jp", ["support@ours.example"], subject="Quote", message_id="<q1@acme.co.jp>"
+    )
+    feed(api, t, quote)
+    feed(
+        api,
+        t,
+        message(
+            "bob@ours.example", ["gone@acme.co.jp"], subject="Re: Quote",
+            message_id="<r1@ours.example>", headers={"In-Reply-To": "<q1@acme.co.jp>"},
+        ),
+        folder_role="sent",
+    )  # fmt: skip
+    bounce = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"To: support@ours.example\r\nSubject: Delivery Status Notification (Failure)\r\n"
+        b"Message-ID: <bounce2@mx.google.com>\r\nIn-Reply-To: <r1@ours.example>\r\n"
+        b"References: <q1@acme.co.jp> <r1@ours.example>\r\n"
+        b"Date: Tue, 04 Mar 2025 06:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nAddress not found.\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; googlemail.com\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@acme.co.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <r1@ours.example>\r\nSubject: Re: Quote\r\n"
+        b"--B--\r\n"
+    )
+    assert feed(api, t, bounce).content.kind == "bounce"
+    [c] = convs(api, t)
+    assert c["message_count"] == 3 and c["tags"] == ["delivery_failed"]
+
+
+def test_a_private_email_in_a_conversation_is_hidden_from_other_members(api: Api) -> None:
+    t = team(api)
+    first = feed(api, t, message("ken@acme.co.jp", ["support@ours.example"], subject="Deal"))
+    second = feed(
+        api,
+        t,
+        message("ken@acme.co.jp", ["support@ours.example"], subject="Re: Deal", body="terms"),
+    )
+    [c] = convs(api, t)
+    assert c["message_count"] == 2
+    # The admin makes the second one private: a member no longer sees it anywhere.
+    api.call(
+        "PATCH", f"/v1/emails/{second.email_id}", t["admin"], 200, json={"visibility": "private"}
+    )
+    bob = t["bob"]["token"]
+    [c] = convs(api, t)
+    assert c["message_count"] == 1
+    detail = api.call("GET", f"/v1/conversations/{c['id']}", bob, 200)
+    assert [m["id"] for m in detail["messages"]] == [first.email_id]
+    assert detail["message_count"] == 1
+    api.call("GET", f"/v1/emails/{second.email_id}", bob, 404)
+    patched = api.call("PATCH", f"/v1/conversations/{c['id']}", bob, 200, json={"status": "closed"})
+    assert patched["message_count"] == 1
+    # The admin still sees both.
+    full = api.call("GET", f"/v1/conversations/{c['id']}", t["admin"], 200)
+    assert [m["id"] for m in full["messages"]] == [first.email_id, second.email_id]
+    assert full["message_count"] == 2

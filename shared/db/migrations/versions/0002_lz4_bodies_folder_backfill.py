@@ -1,4 +1,7 @@
-"""lz4 compression for raw messages and logged bodies (PostgreSQL)
+"""lz4 compression for raw messages and logged bodies; per-folder pending backfill
+
+folder_states.backfill_since: the date from which messages below the cursor are still to be
+fetched (a new connection's imap.since, or a re-sync after UIDVALIDITY changed).
 
 PostgreSQL compresses large values with pglz by default; for 13 KB messages that was most of
 the database's CPU per stored message (10,000 messages: 1.7 s with pglz, 0.5 s with lz4).
@@ -10,6 +13,7 @@ Revises: 0001
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
@@ -32,8 +36,12 @@ def _set(method: str) -> None:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("folder_states") as batch:
+        batch.add_column(sa.Column("backfill_since", sa.Date(), nullable=True))
     _set("lz4")
 
 
 def downgrade() -> None:
     _set("pglz")
+    with op.batch_alter_table("folder_states") as batch:
+        batch.drop_column("backfill_since")
