@@ -330,14 +330,14 @@ def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
         ]
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row, default=lambda v: v.isoformat()))
+            click.echo(json.dumps(row))
         return
     if not rows:
         click.echo("no failures" if include_resolved else "no unresolved failures")
         return
     click.echo(f"{'ID':>6}  {'CREATED':20}  {'STORED':>7}  {'STAGE':10}  {'TRIES':>5}  ERROR")
     for r in rows:
-        created = r["created_at"].strftime("%Y-%m-%d %H:%M:%SZ")
+        created = r["created_at"].replace("T", " ")
         mark = " (resolved)" if r["resolved_at"] else ""
         click.echo(
             f"{r['id']:>6}  {created:20}  {r['stored_message_id']:>7}  {r['stage']:10}  "

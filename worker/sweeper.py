@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.base import utcnow
-from shared.db.models import Failure, StoredMessage
+from shared.db.models import StoredMessage
 from shared.intake import stale_ids
 from shared.queueing import TaskSender
+from shared.services.failures import fail_message
 
 log = logging.getLogger("inboxlog.sweeper")
 
@@ -35,20 +36,12 @@ def sweep_once(sessions: sessionmaker[Session], sender: TaskSender, older_than: 
             )
         )
         for stored_id in dead:
-            session.add(
-                Failure(
-                    account_id=session.get(StoredMessage, stored_id).account_id,  # type: ignore[union-attr]
-                    stored_message_id=stored_id,
-                    stage="worker",
-                    error="processing never completed (worker lost repeatedly)",
-                    attempts=DEAD_LETTER_ATTEMPTS,
-                )
-            )
-        if dead:
-            session.execute(
-                sa.update(StoredMessage)
-                .where(StoredMessage.id.in_(dead))
-                .values(status="failed", updated_at=utcnow())
+            fail_message(
+                session=session,
+                stored_id=stored_id,
+                stage="worker",
+                error="processing never completed (worker lost repeatedly)",
+                attempts=DEAD_LETTER_ATTEMPTS,
             )
         retry = [i for i in ids if i not in set(dead)]
         # Touch the rows so the next sweep waits its turn again.

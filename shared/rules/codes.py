@@ -23,6 +23,7 @@ UNKNOWN_SENDER = "unknown_sender"
 UNPARSEABLE_FORWARD = "unparseable_forward"
 NOT_A_REPLY = "not_a_reply"
 DUPLICATE_MESSAGE = "duplicate_message"
+PROCESSING_FAILED = "processing_failed"  # a permanent error; a failure record holds the rest
 
 # Per-participant actions.
 ACT_LOGGED = "logged"

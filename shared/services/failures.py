@@ -11,8 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Failure, StoredMessage
+from shared.db.models import Connection, Decision, Failure, StoredMessage
+from shared.db.upsert import insert_ignore
 from shared.errors import DomainError, NotFound
+from shared.rules import codes
+from shared.timefmt import iso
 
 UNPROCESSED = ("stored", "processing")
 
@@ -35,9 +38,51 @@ def failure_view(f: Failure) -> dict[str, Any]:
         "stage": f.stage,
         "error": f.error,
         "attempts": f.attempts,
-        "created_at": f.created_at,
-        "resolved_at": f.resolved_at,
+        "created_at": iso(f.created_at),
+        "resolved_at": iso(f.resolved_at),
     }
+
+
+def fail_message(
+    *, session: Session, stored_id: int, stage: str, error: str, attempts: int
+) -> None:
+    """A permanent failure: the row marked failed with its raw message kept, a failure record
+    for ops, and the message's one decision (§2), ``failed``/``processing_failed`` — private to
+    the owner for personal-inbox mail, like every decision of that connection (C4)."""
+    row = session.get(StoredMessage, stored_id)
+    if row is None:
+        return
+    row.status, row.updated_at = "failed", utcnow()
+    session.add(
+        Failure(
+            account_id=row.account_id,
+            stored_message_id=stored_id,
+            stage=stage,
+            error=error,
+            attempts=attempts,
+        )
+    )
+    owner = None
+    if row.source == "personal" and row.connection_id is not None:
+        owner = session.scalar(
+            sa.select(Connection.user_id).where(Connection.id == row.connection_id)
+        )
+    insert_ignore(
+        session,
+        Decision,
+        {
+            "account_id": row.account_id,
+            "stored_message_id": stored_id,
+            "received_at": row.received_at,
+            "source": row.source,
+            "outcome": codes.FAILED,
+            "codes": [codes.PROCESSING_FAILED],
+            "participants": [],
+            "connection_id": row.connection_id,
+            "private_to_user_id": owner,
+        },
+        ["stored_message_id"],
+    )
 
 
 def list_failures(
@@ -87,6 +132,12 @@ def retry_failure(*, session: Session, account_id: int | None, failure_id: int) 
     if msg.status == "done":  # finished by another route: nothing left to retry
         raise FailureResolved("this failure is resolved: its message was processed")
     msg.status, msg.attempts, msg.updated_at = "stored", 0, utcnow()
+    # The retry decides afresh: its decision replaces the placeholder of the failure.
+    session.execute(
+        sa.delete(Decision).where(
+            Decision.stored_message_id == msg.id, Decision.outcome == codes.FAILED
+        )
+    )
     return msg.id
 
 

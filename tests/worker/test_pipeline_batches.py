@@ -95,3 +95,20 @@ def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
             .where(LoggedEmail.account_id == world.account_id)
         )
     assert logged == 4
+    # §2: the failed message still has its one decision, and a retry that succeeds replaces it.
+    with world.sessions() as s:
+        [decision] = s.scalars(sa.select(Decision).where(Decision.stored_message_id == poison))
+        assert (decision.outcome, decision.codes) == ("failed", ["processing_failed"])
+    from shared.services.failures import retry_failure
+
+    with transaction(world.sessions) as s:
+        assert retry_failure(session=s, account_id=None, failure_id=failure.id) == poison
+    monkeypatch.undo()
+    [job] = driver.process_many([poison], deps, "log.localhost")
+    assert job.outcome == "logged"
+    with world.sessions() as s:
+        outcomes = s.scalars(
+            sa.select(Decision.outcome).where(Decision.stored_message_id == poison)
+        ).all()
+        assert outcomes == ["logged"]
+        assert s.get(Failure, failure.id).resolved_at is not None

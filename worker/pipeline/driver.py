@@ -24,9 +24,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.db.base import utcnow
-from shared.db.models import Failure, StoredMessage
+from shared.db.models import StoredMessage
 from shared.errors import PermanentError, TransientError
-from shared.services.failures import resolve_failures
+from shared.services.failures import fail_message, resolve_failures
 from worker.pipeline.claim import claim
 from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide
@@ -192,20 +192,14 @@ def retry_ids(jobs: list[Job]) -> list[int]:
 def record_failure(
     deps: Deps, stored_id: int, stage: str, exc: BaseException, attempts: int
 ) -> None:
-    """A permanent failure: a failure record, the row marked failed, the raw message kept."""
+    """A permanent failure: a failure record and a ``failed`` decision; the raw message kept."""
     with deps.sessions() as session, session.begin():
-        row = session.get(StoredMessage, stored_id)
-        if row is None:
-            return
-        row.status, row.updated_at = "failed", utcnow()
-        session.add(
-            Failure(
-                account_id=row.account_id,
-                stored_message_id=stored_id,
-                stage=stage,
-                error=f"{type(exc).__name__}: {str(exc)[:500]}",
-                attempts=attempts,
-            )
+        fail_message(
+            session=session,
+            stored_id=stored_id,
+            stage=stage,
+            error=f"{type(exc).__name__}: {str(exc)[:500]}",
+            attempts=attempts,
         )
 
 
