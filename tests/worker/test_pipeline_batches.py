@@ -112,3 +112,46 @@ def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
         ).all()
         assert outcomes == ["logged"]
         assert s.get(Failure, failure.id).resolved_at is not None
+
+
+def test_a_reply_to_a_thread_begun_in_the_same_batch_is_a_reply_not_a_new_conversation(
+    world: World,
+) -> None:
+    """§5: rules apply to a new conversation only. During an IMAP catch-up the first message
+    and its reply often land in one batch; the reply must not be routed (here: skipped)."""
+    from shared.rules.schema import Rule
+    from shared.services.inboxes import replace_rules
+
+    inbox_id, _ = world.inbox("Support", [world.admin_id])
+    cid = world.connect("support@ours.example", kind="team", inbox_id=inbox_id)
+    with transaction(world.sessions) as s:
+        rule = Rule.model_validate(
+            {"name": "no stray replies", "conditions": {"subject_contains": ["Re:"]},
+             "action": {"type": "skip"}}
+        )  # fmt: skip
+        replace_rules(session=s, principal=world.admin, inbox_id=inbox_id, rules=[rule])
+    first = message(
+        "ken@acme.co.jp", ["support@ours.example"], subject="Order", message_id="<o1@acme.co.jp>"
+    )
+    reply = message(
+        "ken@acme.co.jp", ["support@ours.example"], subject="Re: Order",
+        message_id="<o2@acme.co.jp>", headers={"In-Reply-To": "<o1@acme.co.jp>"},
+    )  # fmt: skip
+    stray = message("amy@acme.co.jp", ["support@ours.example"], subject="Re: something else")
+    with transaction(world.sessions) as s:
+        ids = store_messages(
+            session=s,
+            items=[
+                IncomingMessage(
+                    account_id=world.account_id, source="team", raw=r, inbox_id=inbox_id,
+                    connection_id=cid, folder="INBOX", folder_role="inbox", uidvalidity=1, uid=u,
+                )
+                for u, r in enumerate([first, reply, stray], start=1)
+            ],
+        )  # fmt: skip
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    assert [j.outcome for j in jobs] == ["logged", "logged", "skipped"]
+    assert "skipped_by_rule" in jobs[2].decision.codes
+    emails = {e.subject: e.conversation_id for e in world.emails()}
+    assert set(emails) == {"Order", "Re: Order"}
+    assert emails["Order"] == emails["Re: Order"] is not None

@@ -30,6 +30,8 @@ class Batch:
     accounts: dict[int, AccountFacts] = field(default_factory=dict)
     contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
     rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
+    # inbox -> ThreadKeys of the batch's team messages routed so far (not recorded yet)
+    threads: dict[int, list[Any]] = field(default_factory=dict)
     locked_inboxes: set[int] = field(default_factory=set)
 
 

@@ -11,7 +11,7 @@ from shared.rules.routing import route as evaluate
 from shared.services.inboxes import get_rules
 from shared.services.routing import routing_facts
 from worker.pipeline.job import Batch, Job
-from worker.pipeline.threading import find_conversation
+from worker.pipeline.threading import find_conversation, thread_keys, threads_with_earlier
 
 
 def route(job: Job, batch: Batch) -> None:
@@ -24,9 +24,11 @@ def route(job: Job, batch: Batch) -> None:
     rules = batch.rules[job.inbox_id]
     if not rules:
         return
+    earlier = batch.threads.setdefault(job.inbox_id, [])
     job.thread = find_conversation(session, job)
-    if job.thread.conversation_id is not None:
-        return  # replies keep the assignee (§5)
+    if job.thread.conversation_id is not None or threads_with_earlier(job, earlier):
+        earlier.append(thread_keys(job))
+        return  # replies keep the assignee (§5), also to a thread begun earlier in this batch
     address = (
         session.scalar(sa.select(Connection.address).where(Connection.id == job.connection_id))
         if job.connection_id
@@ -40,3 +42,5 @@ def route(job: Job, batch: Batch) -> None:
     )
     if job.routing.skip and job.facts is not None:
         job.facts = dataclasses.replace(job.facts, skipped_by_rule=True)
+    else:
+        earlier.append(thread_keys(job))

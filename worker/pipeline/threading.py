@@ -9,7 +9,7 @@ so two workers never open two conversations for one thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -104,3 +104,46 @@ def find_conversation(session: Session, job: Job) -> ThreadMatch:
         if found:
             return ThreadMatch(found, "subject")
     return ThreadMatch(None, "new")
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """What a later message of the same batch can thread on before this one is recorded."""
+
+    message_id: str | None
+    subject: str
+    external: str | None
+    when: datetime
+
+
+def thread_keys(job: Job) -> ThreadKeys:
+    content = job.content
+    assert content is not None
+    return ThreadKeys(
+        content.message_id,
+        thread_subject(content.subject),
+        external_address(job),
+        content.date or job.received_at or utcnow(),
+    )
+
+
+def threads_with_earlier(job: Job, earlier: list[ThreadKeys]) -> bool:
+    """Whether ``job`` joins the conversation of an earlier message of its batch — the same
+    rules as :func:`find_conversation`, against messages not recorded yet."""
+    content = job.content
+    assert content is not None
+    refs = {
+        r for r in (content.in_reply_to, content.bounce_of_message_id, *content.references) if r
+    }
+    mine = thread_keys(job)
+    for k in earlier:
+        if k.message_id is not None and k.message_id in refs:
+            return True
+        if (
+            mine.subject
+            and mine.external
+            and (k.subject, k.external) == (mine.subject, mine.external)
+            and abs(mine.when - k.when) <= SUBJECT_WINDOW
+        ):
+            return True
+    return False
