@@ -346,3 +346,38 @@ def test_polling_when_the_server_has_no_idle(
         probe.logout()
     finally:
         cleanup()
+
+
+def test_sent_folder_replies_arrive_within_5s_while_idling_on_inbox(
+    postgresql_url: str, tmp_path_factory: pytest.TempPathFactory, dovecot: DovecotServer
+) -> None:
+    """IDLE watches INBOX; a reply a team member sends lands in \\Sent, which no IDLE sees.
+    With the default 60 s poll interval it must still be logged within seconds."""
+    s = make_stack(
+        tmp_path_factory.mktemp("imap-sent"),
+        postgresql_url,
+        redis_broker_url(),
+        INBOXLOG_POLL_SECONDS="60",
+        INBOXLOG_IMAP_CA_FILE=str(dovecot.ca_cert_path),
+    )
+    try:
+        s.start_worker()
+        s.start("poller", "poller")
+        world = new_world(s.sessions)
+        world.user("bob@ours.example")
+        cid, _, user = connect_team(s, world, dovecot)
+        active(s, cid)
+        time.sleep(1.5)  # into IDLE on INBOX
+        reply = message(
+            f"Support <{user}@ours.example>",
+            ["ken@acme.co.jp"],
+            subject="Re: Quote",
+            headers={"Sender": "bob@ours.example"},
+        )
+        t0 = time.monotonic()
+        dovecot.append(user, "Sent", reply, flags=[r"\Seen"])
+        [d] = wait_for(lambda: world.decisions(), 10, lambda: s.log("poller"), interval=0.05)
+        elapsed = time.monotonic() - t0
+        assert d.outcome == "logged" and elapsed < 5, elapsed
+    finally:
+        s.close()

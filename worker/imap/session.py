@@ -28,6 +28,7 @@ log = logging.getLogger("inboxlog.imap")
 
 IDLE_RENEW_SECONDS = 290  # RFC 2177: servers may drop IDLE after 30 min; renew far sooner
 CONTROL_CHECK_SECONDS = 2.0
+OTHER_FOLDERS_SECONDS = 3.0  # with IDLE on one folder, how often the others get a STATUS
 MARK_EVERY_SECONDS = 30.0
 MAX_BACKOFF = 300.0
 
@@ -232,10 +233,22 @@ class ConnectionSync(threading.Thread):
             if changed or time.monotonic() - self.marked_at > MARK_EVERY_SECONDS:
                 self._mark(status="active", last_error=None, last_sync_at=utcnow())
                 self.marked_at = time.monotonic()
-            snap = self._wait(client, snap, idle)
+            snap = self._wait(client, snap, idle, [t.folder for t in targets], last_seen)
 
-    def _wait(self, client: IMAPClient, snap: Snapshot, idle: bool) -> Snapshot:
-        """Until new mail, a sync request, a changed setting or the next poll is due."""
+    def _wait(
+        self,
+        client: IMAPClient,
+        snap: Snapshot,
+        idle: bool,
+        folders: list[str],
+        last_seen: dict[str, tuple[int, int | None]],
+    ) -> Snapshot:
+        """Until new mail, a sync request, a changed setting or the next poll is due.
+
+        IDLE watches one folder (the first: INBOX by default); the others (\\Sent, where team
+        replies land) get a STATUS every few seconds between two IDLEs, so their new mail is
+        picked up as quickly.
+        """
         deadline = time.monotonic() + (
             min(self.config.idle_renew_seconds, self.config.poll_seconds)
             if idle
@@ -246,17 +259,30 @@ class ConnectionSync(threading.Thread):
             raise _Reconnect()
         if control != snap.control:  # a request arrived since the snapshot was read
             return read_snapshot(self.sessions, self.box, self.connection_id) or snap
+        watched, others = folders[0], folders[1:]
+        in_idle = False
         if idle:
-            client.select_folder("INBOX", readonly=True)
+            client.select_folder(watched, readonly=True)
             client.idle()
+            in_idle = True
         requested = False
         try:
             next_control = time.monotonic() + CONTROL_CHECK_SECONDS
+            next_others = time.monotonic() + OTHER_FOLDERS_SECONDS
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 if idle:
                     responses = client.idle_check(timeout=0.5)
                     if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
                         break
+                    if others and time.monotonic() >= next_others:
+                        next_others = time.monotonic() + OTHER_FOLDERS_SECONDS
+                        client.idle_done()
+                        in_idle = False
+                        news = _changed(client, others, last_seen)
+                        client.idle()
+                        in_idle = True
+                        if news:
+                            break
                 else:
                     self.stopping.wait(0.5)
                 if time.monotonic() >= next_control:
@@ -268,7 +294,7 @@ class ConnectionSync(threading.Thread):
                         requested = True  # a sync or backfill was requested
                         break
         finally:
-            if idle:
+            if in_idle:
                 client.idle_done()
         if not requested:
             return snap  # new mail or the next poll: the settings are the ones just checked
@@ -289,6 +315,16 @@ _CONTROL = (
 
 def _control(c: Connection) -> tuple:
     return tuple(getattr(c, col.key) for col in _CONTROL)
+
+
+def _changed(
+    client: IMAPClient, folders: list[str], last_seen: dict[str, tuple[int, int | None]]
+) -> bool:
+    for folder in folders:
+        view = status(client, folder)
+        if (view.uidvalidity, view.uidnext) != last_seen.get(folder):
+            return True
+    return False
 
 
 def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple | None:
