@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.models import Conversation, LoggedEmail, User
+from shared.db.models import Conversation, ConversationEmail, LoggedEmail, User
 from shared.errors import Invalid, NotFound
 from shared.principal import Principal
 from shared.services.emails import visible_emails
@@ -50,7 +50,8 @@ def messages_of(
     """The messages this user may see (a ``private`` email only for its logger and admins)."""
     q = (
         sa.select(LoggedEmail)
-        .where(LoggedEmail.conversation_id == conversation_id, visible_emails(principal))
+        .join(ConversationEmail, ConversationEmail.email_id == LoggedEmail.id)
+        .where(ConversationEmail.conversation_id == conversation_id, visible_emails(principal))
         .order_by(
             sa.func.coalesce(LoggedEmail.date, LoggedEmail.received_at),
             LoggedEmail.received_at,
@@ -68,9 +69,10 @@ def visible_counts(
     if principal.is_admin or not conversation_ids:
         return None
     rows = session.execute(
-        sa.select(LoggedEmail.conversation_id, sa.func.count())
-        .where(LoggedEmail.conversation_id.in_(conversation_ids), visible_emails(principal))
-        .group_by(LoggedEmail.conversation_id)
+        sa.select(ConversationEmail.conversation_id, sa.func.count())
+        .join(LoggedEmail, LoggedEmail.id == ConversationEmail.email_id)
+        .where(ConversationEmail.conversation_id.in_(conversation_ids), visible_emails(principal))
+        .group_by(ConversationEmail.conversation_id)
     )
     return {cid: n for cid, n in rows}
 

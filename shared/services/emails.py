@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from shared.db.models import (
     Conversation,
+    ConversationEmail,
     Decision,
     EmailCompany,
     EmailContact,
@@ -32,6 +33,7 @@ def visible_emails(principal: Principal) -> sa.ColumnElement[bool]:
     mine = LoggedEmail.logged_by_user_id == principal.user_id
     # Aliases and explicit correlation: the outer query may join these same tables.
     link, conv, member = aliased(EmailContact), aliased(Conversation), aliased(InboxMember)
+    shown = aliased(ConversationEmail)
     on_timeline = (
         sa.select(1)
         .select_from(link)
@@ -41,9 +43,10 @@ def visible_emails(principal: Principal) -> sa.ColumnElement[bool]:
     )
     in_my_inbox = (
         sa.select(1)
-        .select_from(conv)
+        .select_from(shown)
+        .join(conv, conv.id == shown.conversation_id)
         .join(member, member.inbox_id == conv.inbox_id)
-        .where(conv.id == LoggedEmail.conversation_id, member.user_id == principal.user_id)
+        .where(shown.email_id == LoggedEmail.id, member.user_id == principal.user_id)
         .correlate(LoggedEmail)
         .exists()
     )

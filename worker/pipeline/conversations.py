@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Conversation, LoggedEmail, RoundRobinCursor, TeamInbox
+from shared.db.models import (
+    Conversation,
+    ConversationEmail,
+    LoggedEmail,
+    RoundRobinCursor,
+    TeamInbox,
+)
 from shared.mail.threading import thread_subject
 from shared.rules.routing import pick_round_robin
 from worker.pipeline.job import Batch, Job
@@ -91,18 +97,25 @@ def attach(session: Session, job: Job, email_id: int, locked: set[int]) -> int:
     if conv.last_message_at is None or when > conv.last_message_at:
         conv.last_message_at = when
     session.flush()
+    session.add(ConversationEmail(conversation_id=conv.id, email_id=email_id))
     session.execute(
-        sa.update(LoggedEmail).where(LoggedEmail.id == email_id).values(conversation_id=conv.id)
+        sa.update(LoggedEmail)
+        .where(LoggedEmail.id == email_id, LoggedEmail.conversation_id.is_(None))
+        .values(conversation_id=conv.id)
     )
     return conv.id
 
 
 def converse(job: Job, batch: Batch) -> None:
-    """Put a recorded team email in its conversation, unless it already has one (a duplicate)."""
+    """Put a recorded team email in its conversation of this inbox, unless it is in one already
+    (the same message again); another inbox that takes it in shows it too (§4)."""
     if job.decision is None or not job.decision.keep_in_conversation or job.inbox_id is None:
         return
     if job.outcome == "duplicate" and batch.session.scalar(
-        sa.select(LoggedEmail.conversation_id).where(LoggedEmail.id == job.email_id)
+        sa.select(ConversationEmail.conversation_id)
+        .join(Conversation, Conversation.id == ConversationEmail.conversation_id)
+        .where(ConversationEmail.email_id == job.email_id, Conversation.inbox_id == job.inbox_id)
+        .limit(1)
     ):
         return
     attach(batch.session, job, job.email_id, batch.locked_inboxes)  # type: ignore[arg-type]

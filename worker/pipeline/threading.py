@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Conversation, LoggedEmail
+from shared.db.models import Conversation, ConversationEmail, LoggedEmail
 from shared.mail.threading import thread_subject
 from worker.pipeline.job import Job
 
@@ -46,33 +46,30 @@ def external_address(job: Job) -> str | None:
 def _by_message_ids(session: Session, job: Job, ids: list[str]) -> int | None:
     """The newest conversation of this inbox holding one of ``ids``.
 
-    Two indexed steps on purpose: emails by (account, Message-ID) first, then their
-    conversations' inbox. A join lets the planner walk every conversation of a big inbox.
+    Two indexed steps on purpose: emails by (account, Message-ID) first, then the
+    conversations of this inbox they are in. A join lets the planner walk every conversation
+    of a big inbox.
     """
     if not ids:
         return None
-    candidates = list(
+    emails = list(
         session.scalars(
-            sa.select(LoggedEmail.conversation_id)
-            .where(
-                LoggedEmail.account_id == job.account_id,
-                LoggedEmail.message_id.in_(ids),
-                LoggedEmail.conversation_id.is_not(None),
-            )
+            sa.select(LoggedEmail.id)
+            .where(LoggedEmail.account_id == job.account_id, LoggedEmail.message_id.in_(ids))
             .order_by(LoggedEmail.id.desc())
             .limit(50)
         )
     )
-    if not candidates:
+    if not emails:
         return None
-    in_inbox = set(
-        session.scalars(
-            sa.select(Conversation.id).where(
-                Conversation.id.in_(candidates), Conversation.inbox_id == job.inbox_id
-            )
-        )
+    found = dict(
+        session.execute(
+            sa.select(ConversationEmail.email_id, ConversationEmail.conversation_id)
+            .join(Conversation, Conversation.id == ConversationEmail.conversation_id)
+            .where(ConversationEmail.email_id.in_(emails), Conversation.inbox_id == job.inbox_id)
+        ).all()
     )
-    return next((c for c in candidates if c in in_inbox), None)
+    return next((found[e] for e in emails if e in found), None)
 
 
 def find_conversation(session: Session, job: Job) -> ThreadMatch:

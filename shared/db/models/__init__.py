@@ -4,6 +4,7 @@ from shared.db.models.connections import Connection, FolderState
 from shared.db.models.crm import Company, Contact
 from shared.db.models.emails import (
     Conversation,
+    ConversationEmail,
     EmailCompany,
     EmailContact,
     EmailParticipant,
@@ -22,6 +23,7 @@ __all__ = [
     "Connection",
     "Contact",
     "Conversation",
+    "ConversationEmail",
     "Decision",
     "EmailCompany",
     "EmailContact",

@@ -106,6 +106,21 @@ class EmailSource(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConversationEmail(Base):
+    """A logged email shown in a team conversation. One logged email per message per account,
+    but every team inbox that takes the message in shows it (§4): one row per inbox.
+    ``LoggedEmail.conversation_id`` keeps the first, the one the email API names."""
+
+    __tablename__ = "conversation_emails"
+
+    conversation_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("logged_emails.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class EmailContact(Base):
     __tablename__ = "email_contacts"
 

@@ -417,3 +417,51 @@ def test_a_private_email_in_a_conversation_is_hidden_from_other_members(api: Api
     full = api.call("GET", f"/v1/conversations/{c['id']}", t["admin"], 200)
     assert [m["id"] for m in full["messages"]] == [first.email_id, second.email_id]
     assert full["message_count"] == 2
+
+
+def test_one_message_to_two_team_inboxes_is_shown_in_both(api: Api) -> None:
+    """One logged email per message per account, but each inbox that takes it in shows it in
+    a conversation of its own (§4)."""
+    t = team(api)
+    sales = api.call(
+        "POST", "/v1/inboxes", t["admin"], 201,
+        json={"name": "Sales", "member_ids": [t["bob"]["user"]["id"]]},
+    )  # fmt: skip
+    sales_conn = api.call(
+        "POST", "/v1/connections", t["admin"], 201,
+        json={"address": "sales@ours.example", "kind": "team", "inbox_id": sales["id"]},
+    )  # fmt: skip
+    raw = message(
+        "ken@acme.co.jp",
+        ["support@ours.example", "sales@ours.example"],
+        subject="Need a quote and help",
+        message_id="<both@acme.co.jp>",
+    )
+    first = feed(api, t, raw)
+    second = ingest(
+        api.ctx.sessions, t["account_id"], "team", raw, inbox_id=sales["id"],
+        connection_id=sales_conn["id"], folder="INBOX", folder_role="inbox",
+    )  # fmt: skip
+    assert (first.outcome, second.outcome) == ("logged", "duplicate")
+    assert first.email_id == second.email_id
+    bob = t["bob"]["token"]
+    listed = {}
+    for inbox in (t["inbox"], sales):
+        [c] = api.call("GET", f"/v1/inboxes/{inbox['id']}/conversations", bob, 200)["items"]
+        detail = api.call("GET", f"/v1/conversations/{c['id']}", bob, 200)
+        assert [m["id"] for m in detail["messages"]] == [first.email_id]
+        listed[inbox["id"]] = c["id"]
+    assert listed[t["inbox"]["id"]] != listed[sales["id"]]
+    # A reply threads in each inbox by its headers.
+    reply = message(
+        "ken@acme.co.jp", ["sales@ours.example"], subject="Re: Need a quote and help",
+        headers={"In-Reply-To": "<both@acme.co.jp>"},
+    )  # fmt: skip
+    ingest(
+        api.ctx.sessions, t["account_id"], "team", reply, inbox_id=sales["id"],
+        connection_id=sales_conn["id"], folder="INBOX", folder_role="inbox",
+    )  # fmt: skip
+    [c] = api.call("GET", f"/v1/inboxes/{sales['id']}/conversations", bob, 200)["items"]
+    assert c["id"] == listed[sales["id"]] and c["message_count"] == 2
+    email = api.call("GET", f"/v1/emails/{first.email_id}", bob, 200)
+    assert email["conversation_id"] == listed[t["inbox"]["id"]]  # the first inbox's
