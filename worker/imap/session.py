@@ -119,6 +119,7 @@ class ConnectionSync(threading.Thread):
         self.handled_request: datetime | None = None
         self.auth_failed = False
         self.marked_at = 0.0
+        self._control: tuple[float, tuple | None] | None = None  # (read at, value)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _mark(self, **values: object) -> None:
@@ -126,6 +127,14 @@ class ConnectionSync(threading.Thread):
             session.execute(
                 sa.update(Connection).where(Connection.id == self.connection_id).values(**values)
             )
+
+    def settings_now(self, *, fresh: bool = False) -> tuple | None:
+        """The watched settings (control_state), read at most every CONTROL_CHECK_SECONDS: a
+        burst of short cycles (mail arriving one by one) re-reads nothing it read just now."""
+        now = time.monotonic()
+        if fresh or self._control is None or now - self._control[0] >= CONTROL_CHECK_SECONDS:
+            self._control = (now, control_state(self.sessions, self.connection_id))
+        return self._control[1]
 
     def stop(self) -> None:
         self.stopping.set()
@@ -254,7 +263,7 @@ class ConnectionSync(threading.Thread):
             if idle
             else self.config.poll_seconds
         )
-        control = control_state(self.sessions, self.connection_id)
+        control = self.settings_now()
         if control is None or control[:6] != snap.control[:6]:
             raise _Reconnect()
         if control != snap.control:  # a request arrived since the snapshot was read
@@ -287,7 +296,7 @@ class ConnectionSync(threading.Thread):
                     self.stopping.wait(0.5)
                 if time.monotonic() >= next_control:
                     next_control = time.monotonic() + CONTROL_CHECK_SECONDS
-                    now = control_state(self.sessions, self.connection_id)
+                    now = self.settings_now(fresh=True)
                     if now is None or now[:6] != control[:6]:
                         raise _Reconnect()  # settings changed or the connection is gone
                     if now != control:

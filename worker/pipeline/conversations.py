@@ -25,6 +25,11 @@ from worker.pipeline.job import Batch, Job
 from worker.pipeline.threading import external_address, find_conversation
 
 DELIVERY_FAILED = "delivery_failed"
+# Built once, executed with parameters: statement construction costs more than the round trip.
+# Core tables, not the ORM entities: no ORM bulk-insert machinery around a one-row INSERT.
+_CONVERSATIONS = Conversation.__table__
+_INSERT_CONVERSATION = sa.insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
+_INSERT_MEMBER = sa.insert(ConversationEmail.__table__)
 
 
 def _round_robin(session: Session, job: Job, user_ids: list[int]) -> int:
@@ -40,49 +45,48 @@ def _round_robin(session: Session, job: Job, user_ids: list[int]) -> int:
     return chosen
 
 
-def _new_conversation(session: Session, job: Job, when: datetime) -> Conversation:
+def _new_conversation(session: Session, job: Job, when: datetime) -> int:
+    """One INSERT with the final values (routing applied); returns the new id."""
     content = job.content
     assert content is not None
-    conv = Conversation(
-        account_id=job.account_id,
-        inbox_id=job.inbox_id,
-        subject=content.subject,
-        thread_subject=thread_subject(content.subject)[:500],
-        external_address=external_address(job),
-        status="open",
-        tags=[],
-        contact_ids=[],
-        message_count=0,
-        last_message_at=when,
-    )
+    values: dict = {
+        "account_id": job.account_id,
+        "inbox_id": job.inbox_id,
+        "subject": content.subject,
+        "thread_subject": thread_subject(content.subject)[:500],
+        "external_address": external_address(job),
+        "status": "open",
+        "tags": [],
+        "contact_ids": sorted(set(job.contact_ids)),
+        "message_count": 1,
+        "last_message_at": when,
+    }
     result = job.routing
     if result is not None and result.action is not None:
         action = result.action
         if action["type"] in ("assign_user", "assign_contact_owner"):
-            conv.assignee_id = action["user_id"]
+            values["assignee_id"] = action["user_id"]
         elif action["type"] == "round_robin":
-            conv.assignee_id = _round_robin(session, job, action["user_ids"])
+            values["assignee_id"] = _round_robin(session, job, action["user_ids"])
         elif action["type"] == "close":
-            conv.status = "closed"
-        conv.tags = list(result.tags)
-    session.add(conv)
-    session.flush()
-    return conv
+            values["status"] = "closed"
+        values["tags"] = list(result.tags)
+    return session.execute(_INSERT_CONVERSATION, values).scalar_one()
 
 
-def attach(session: Session, job: Job, email_id: int, locked: set[int]) -> int:
+def attach(session: Session, job: Job, email_id: int, batch: Batch) -> int:
     """Put the logged email in its conversation; returns the conversation id."""
-    if job.inbox_id not in locked:  # held until the batch commits
+    if job.inbox_id not in batch.locked_inboxes:  # held until the batch commits
         session.execute(
             sa.select(TeamInbox.id).where(TeamInbox.id == job.inbox_id).with_for_update()
         )
-        locked.add(job.inbox_id)  # type: ignore[arg-type]
+        batch.locked_inboxes.add(job.inbox_id)  # type: ignore[arg-type]
     content, decision = job.content, job.decision
     assert content is not None and decision is not None
     when = content.date or job.received_at or utcnow()
     match = find_conversation(session, job)
     if match.conversation_id is None:
-        conv = _new_conversation(session, job, when)
+        conv_id = _new_conversation(session, job, when)
     else:
         conv = session.get(Conversation, match.conversation_id)
         assert conv is not None
@@ -90,20 +94,32 @@ def attach(session: Session, job: Job, email_id: int, locked: set[int]) -> int:
         # A contact's reply reopens a closed conversation; automated mail never does.
         if conv.status == "closed" and decision.direction == "incoming" and not automated:
             conv.status = "open"
-    if content.kind == "bounce" and match.conversation_id and DELIVERY_FAILED not in conv.tags:
-        conv.tags = [*conv.tags, DELIVERY_FAILED]
-    conv.contact_ids = sorted(set(conv.contact_ids or []) | set(job.contact_ids))
-    conv.message_count = (conv.message_count or 0) + 1
-    if conv.last_message_at is None or when > conv.last_message_at:
-        conv.last_message_at = when
-    session.flush()
-    session.add(ConversationEmail(conversation_id=conv.id, email_id=email_id))
-    session.execute(
-        sa.update(LoggedEmail)
-        .where(LoggedEmail.id == email_id, LoggedEmail.conversation_id.is_(None))
-        .values(conversation_id=conv.id)
+        if content.kind == "bounce" and DELIVERY_FAILED not in conv.tags:
+            conv.tags = [*conv.tags, DELIVERY_FAILED]
+        conv.contact_ids = sorted(set(conv.contact_ids or []) | set(job.contact_ids))
+        conv.message_count = (conv.message_count or 0) + 1
+        if conv.last_message_at is None or when > conv.last_message_at:
+            conv.last_message_at = when
+        conv_id = conv.id
+    # Now, not at the end of the batch: a later message of this batch may thread on it.
+    session.execute(_INSERT_MEMBER, {"conversation_id": conv_id, "email_id": email_id})
+    batch.first_conversations.append({"e": email_id, "c": conv_id})
+    return conv_id
+
+
+def name_first_conversations(batch: Batch) -> None:
+    """``logged_emails.conversation_id`` (what the email API shows) for the batch's emails
+    that had none: one statement for the batch."""
+    if not batch.first_conversations:
+        return
+    table = LoggedEmail.__table__
+    batch.session.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("e"), table.c.conversation_id.is_(None))
+        .values(conversation_id=sa.bindparam("c")),
+        batch.first_conversations,
     )
-    return conv.id
+    batch.first_conversations.clear()
 
 
 def converse(job: Job, batch: Batch) -> None:
@@ -118,4 +134,4 @@ def converse(job: Job, batch: Batch) -> None:
         .limit(1)
     ):
         return
-    attach(batch.session, job, job.email_id, batch.locked_inboxes)  # type: ignore[arg-type]
+    attach(batch.session, job, job.email_id, batch)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from shared.db.models import StoredMessage
 from shared.errors import PermanentError, TransientError
 from shared.services.failures import fail_message, resolve_failures
 from worker.pipeline.claim import claim
-from worker.pipeline.conversations import converse
+from worker.pipeline.conversations import converse, name_first_conversations
 from worker.pipeline.decide import decide
 from worker.pipeline.gather import gather, prefetch
 from worker.pipeline.job import Batch, Deps, Job
@@ -157,6 +157,7 @@ def _transaction(jobs: list[Job], deps: Deps, logging_domain: str) -> None:
         for job in jobs:
             if job.source == "team" and job.email_id is not None:
                 _timed(job, "converse", lambda job=job: converse(job, batch))
+        name_first_conversations(batch)
         _finish(session, jobs)
 
 

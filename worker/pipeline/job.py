@@ -33,6 +33,7 @@ class Batch:
     # inbox -> ThreadKeys of the batch's team messages routed so far (not recorded yet)
     threads: dict[int, list[Any]] = field(default_factory=dict)
     locked_inboxes: set[int] = field(default_factory=set)
+    first_conversations: list[dict[str, int]] = field(default_factory=list)  # {e: email, c: conv}
 
 
 @dataclass

@@ -43,6 +43,39 @@ def external_address(job: Job) -> str | None:
     return None
 
 
+# Built once, on the Core tables (no ORM execution context): these run for every team
+# message, and building or ORM-wrapping a statement costs more Python than running it.
+_E, _CE, _C = LoggedEmail.__table__.c, ConversationEmail.__table__.c, Conversation.__table__.c
+_EMAILS_BY_MESSAGE_ID = (
+    sa.select(_E.id)
+    .where(
+        _E.account_id == sa.bindparam("account"),
+        _E.message_id.in_(sa.bindparam("ids", expanding=True)),
+    )
+    .order_by(_E.id.desc())
+    .limit(50)
+)
+_CONVERSATIONS_OF_EMAILS = (
+    sa.select(_CE.email_id, _CE.conversation_id)
+    .join_from(ConversationEmail.__table__, Conversation.__table__, _C.id == _CE.conversation_id)
+    .where(
+        _CE.email_id.in_(sa.bindparam("emails", expanding=True)),
+        _C.inbox_id == sa.bindparam("inbox"),
+    )
+)
+_BY_SUBJECT = (
+    sa.select(_C.id)
+    .where(
+        _C.inbox_id == sa.bindparam("inbox"),
+        _C.thread_subject == sa.bindparam("subject"),
+        _C.external_address == sa.bindparam("ext"),
+        _C.last_message_at >= sa.bindparam("since", type_=_C.last_message_at.type),
+    )
+    .order_by(_C.last_message_at.desc())
+    .limit(1)
+)
+
+
 def _by_message_ids(session: Session, job: Job, ids: list[str]) -> int | None:
     """The newest conversation of this inbox holding one of ``ids``.
 
@@ -52,22 +85,11 @@ def _by_message_ids(session: Session, job: Job, ids: list[str]) -> int | None:
     """
     if not ids:
         return None
-    emails = list(
-        session.scalars(
-            sa.select(LoggedEmail.id)
-            .where(LoggedEmail.account_id == job.account_id, LoggedEmail.message_id.in_(ids))
-            .order_by(LoggedEmail.id.desc())
-            .limit(50)
-        )
-    )
+    emails = list(session.scalars(_EMAILS_BY_MESSAGE_ID, {"account": job.account_id, "ids": ids}))
     if not emails:
         return None
     found = dict(
-        session.execute(
-            sa.select(ConversationEmail.email_id, ConversationEmail.conversation_id)
-            .join(Conversation, Conversation.id == ConversationEmail.conversation_id)
-            .where(ConversationEmail.email_id.in_(emails), Conversation.inbox_id == job.inbox_id)
-        ).all()
+        session.execute(_CONVERSATIONS_OF_EMAILS, {"emails": emails, "inbox": job.inbox_id}).all()
     )
     return next((found[e] for e in emails if e in found), None)
 
@@ -88,15 +110,8 @@ def find_conversation(session: Session, job: Job) -> ThreadMatch:
     if subject and ext:
         when = content.date or utcnow()
         found = session.scalar(
-            sa.select(Conversation.id)
-            .where(
-                Conversation.inbox_id == job.inbox_id,
-                Conversation.thread_subject == subject,
-                Conversation.external_address == ext,
-                Conversation.last_message_at >= when - SUBJECT_WINDOW,
-            )
-            .order_by(Conversation.last_message_at.desc())
-            .limit(1)
+            _BY_SUBJECT,
+            {"inbox": job.inbox_id, "subject": subject, "ext": ext, "since": when - SUBJECT_WINDOW},
         )
         if found:
             return ThreadMatch(found, "subject")
