@@ -6,6 +6,7 @@ serialized per inbox even with many workers.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -32,8 +33,15 @@ _INSERT_CONVERSATION = sa.insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
 _INSERT_MEMBER = sa.insert(ConversationEmail.__table__)
 
 
+def round_robin_key(rule_name: str | None, user_ids: list[int]) -> str:
+    """The counters follow the rule (its name and users), not its position: inserting or
+    reordering rules must not hand one rule's counts to another."""
+    ident = f"{rule_name}\x00{','.join(map(str, sorted(set(user_ids))))}"
+    return "rr-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
 def _round_robin(session: Session, job: Job, user_ids: list[int]) -> int:
-    key = f"rule-{job.routing.matched}"
+    key = round_robin_key(job.routing.rule_name, user_ids)
     cursor = session.get(RoundRobinCursor, (job.inbox_id, key))
     if cursor is None:
         cursor = RoundRobinCursor(inbox_id=job.inbox_id, rule_key=key, counts={})

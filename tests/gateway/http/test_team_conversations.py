@@ -259,6 +259,28 @@ def test_round_robin_is_fair(api: Api) -> None:
     ]:
         counts[c["assignee_id"]] = counts.get(c["assignee_id"], 0) + 1
     assert counts == {ids[0]: 3, ids[1]: 3, ids[2]: 3}
+    feed(api, t, message("c9@cust.example", ["support@ours.example"], subject="Case 9"))  # 4/3/3
+    # A rule inserted in front must not take over this rule's counters, nor this rule start
+    # over (which would give the next two to the first two users again: 5/4/3).
+    rules = [
+        {"name": "vip", "conditions": {"from_domain": ["vip.example"]},
+         "action": {"type": "round_robin", "user_ids": ids[1:]}},
+        {"name": "rr", "action": {"type": "round_robin", "user_ids": ids}},
+    ]  # fmt: skip
+    api.call("PUT", f"/v1/inboxes/{t['inbox']['id']}/rules", t["admin"], 200, json={"items": rules})
+    for i in range(4):
+        feed(api, t, message(f"v{i}@vip.example", ["support@ours.example"], subject=f"VIP {i}"))
+    for i in range(2):
+        feed(api, t, message(f"d{i}@cust.example", ["support@ours.example"], subject=f"More {i}"))
+    vip: dict[int, int] = {}
+    rest: dict[int, int] = {}
+    for c in api.call(
+        "GET", f"/v1/inboxes/{t['inbox']['id']}/conversations?limit=500", t["admin"], 200
+    )["items"]:
+        into = vip if c["subject"].startswith("VIP") else rest
+        into[c["assignee_id"]] = into.get(c["assignee_id"], 0) + 1
+    assert vip == {ids[1]: 2, ids[2]: 2}
+    assert rest == {ids[0]: 4, ids[1]: 4, ids[2]: 4}
 
 
 def test_dry_run_says_which_rule_and_why_not_the_others(api: Api) -> None:
