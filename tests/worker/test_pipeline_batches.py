@@ -155,3 +155,57 @@ def test_a_reply_to_a_thread_begun_in_the_same_batch_is_a_reply_not_a_new_conver
     emails = {e.subject: e.conversation_id for e in world.emails()}
     assert set(emails) == {"Order", "Re: Order"}
     assert emails["Order"] == emails["Re: Order"] is not None
+
+
+def test_contacts_created_earlier_in_a_batch_count_for_personal_mail_later_in_it(
+    world: World,
+) -> None:
+    """Personal sync logs only to existing contacts. A contact a BCC creates counts as existing
+    for the personal messages after it, whether or not both land in the same batch."""
+    cid = world.connect("alice@ours.example", kind="personal", user_id=world.admin_id)
+    bcc = message("alice@ours.example", ["newcomer@acme.co.jp"], message_id="<b1@ours.example>")
+    personal = message("newcomer@acme.co.jp", ["alice@ours.example"], subject="Re: hello")
+    with transaction(world.sessions) as s:
+        [bcc_id] = store_messages(
+            session=s, items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=bcc)]
+        )
+        [personal_id] = store_messages(
+            session=s,
+            items=[
+                IncomingMessage(
+                    account_id=world.account_id, source="personal", raw=personal,
+                    connection_id=cid, folder="INBOX", folder_role="inbox", uidvalidity=1, uid=1,
+                )
+            ],
+        )  # fmt: skip
+    jobs = driver.process_many([bcc_id, personal_id], Deps(world.sessions), "log.localhost")
+    assert [j.outcome for j in jobs] == ["logged", "logged"]
+    [p] = [p for p in jobs[1].decision.participants if p.address == "newcomer@acme.co.jp"]
+    assert p.action == "logged"  # an existing contact: personal sync never creates one
+    assert len(world.contacts()) == 1
+
+
+def test_replies_only_counts_a_thread_logged_earlier_in_the_same_batch(world: World) -> None:
+    world.settings(personal_logging="replies_only")
+    cid = world.connect("alice@ours.example", kind="personal", user_id=world.admin_id)
+    bcc = message("alice@ours.example", ["ken@acme.co.jp"], message_id="<t1@ours.example>")
+    reply = message(
+        "ken@acme.co.jp", ["alice@ours.example"], subject="Re: Hello",
+        headers={"In-Reply-To": "<t1@ours.example>"},
+    )  # fmt: skip
+    other = message("ken@acme.co.jp", ["alice@ours.example"], subject="Unrelated")
+    with transaction(world.sessions) as s:
+        ids = store_messages(
+            session=s,
+            items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=bcc)]
+            + [
+                IncomingMessage(
+                    account_id=world.account_id, source="personal", raw=r, connection_id=cid,
+                    folder="INBOX", folder_role="inbox", uidvalidity=1, uid=u,
+                )
+                for u, r in ((1, reply), (2, other))
+            ],
+        )  # fmt: skip
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    assert [j.outcome for j in jobs] == ["logged", "logged", "skipped"]
+    assert list(jobs[2].decision.codes) == ["not_a_reply"]

@@ -111,7 +111,8 @@ def gather(job: Job, batch: Batch) -> None:
             sa.select(Connection.user_id).where(Connection.id == job.connection_id)
         )
         if refs and job.account.settings.personal_logging == "replies_only":
-            is_reply = (
+            earlier = batch.logged_message_ids.get(job.account_id, set())
+            is_reply = any(r in earlier for r in refs) or (
                 session.scalar(
                     sa.select(sa.func.count())
                     .select_from(LoggedEmail)

@@ -29,6 +29,8 @@ class Batch:
     logging_domain: str
     accounts: dict[int, AccountFacts] = field(default_factory=dict)
     contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
+    # account -> Message-IDs logged by earlier messages of this batch (not recorded yet)
+    logged_message_ids: dict[int, set[str]] = field(default_factory=dict)
     rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
     # inbox -> ThreadKeys of the batch's team messages routed so far (not recorded yet)
     threads: dict[int, list[Any]] = field(default_factory=dict)
