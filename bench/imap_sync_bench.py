@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -48,6 +48,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402  (bench/ is on sys.path)
 
 BATCH = 200  # the yardstick's FETCH batch; the product's default (PollerConfig.fetch_batch)
 SMALL_MAILBOX = 1000
@@ -161,8 +163,6 @@ def pct(values: Sequence[float], p: float) -> float:
     return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]  # nearest rank
 
 
-def fmt_rate(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:,.0f} msg/s"
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -398,11 +398,6 @@ class Run:
         return self.n / (last - t0) if last and last > t0 else None
 
 
-@dataclass
-class Figures:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-    targets: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,33 +798,15 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
 
 
 def report(fig: Figures, args: argparse.Namespace, wall: float) -> None:
-    cores = os.cpu_count()
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     print()
     print("inboxlog IMAP sync benchmark")
-    print(f"  machine   {cores} cores ({affinity} usable), Python {sys.version.split()[0]}, "
+    print(f"  machine   {machine()}, "
           f"Dovecot (private, loopback, plain IMAP), PostgreSQL + Redis on loopback")
     print(f"  settings  N={args.messages} messages in INBOX, FETCH batch {BATCH} (product default), "
           f"worker -c {args.concurrency}, {args.status_reps} STATUS reps, {args.logins} logins, "
           f"counts polled every 50 ms" + (" (--quick)" if args.quick else ""))
     print()
-    w = max(len(r[0]) for r in fig.rows)
-    v = max(len(r[1]) for r in fig.rows)
-    print(f"  {'measurement':<{w}}  {'value':>{v}}  detail")
-    print(f"  {'-' * w}  {'-' * v}  {'-' * 40}")
-    for name, value, note in fig.rows:
-        print(f"  {name:<{w}}  {value:>{v}}  {note}")
-    print()
-    w = max(len(t[0]) for t in fig.targets)
-    v = max(len(t[1]) for t in fig.targets)
-    print(f"  {'target':<{w}}  {'measured':>{v}}  result  detail")
-    print(f"  {'-' * w}  {'-' * v}  ------  {'-' * 20}")
-    for name, value, note, ok in fig.targets:
-        print(f"  {name:<{w}}  {value:>{v}}  {'PASS' if ok else 'FAIL':<6}  {note}")
-    print()
-    for note in fig.notes:
-        print(f"  note: {note}")
-    print(f"  wall time {wall:.0f} s")
+    print_figures(fig, wall)
 
 
 def _interrupt(*_: object) -> None:

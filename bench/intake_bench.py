@@ -46,6 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402  (bench/ is on sys.path)
+
 SENDER = "alice@ours.example"
 
 # --------------------------------------------------------------------------------------------
@@ -525,15 +527,8 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Figures:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)  # measurement, value, note
-    targets: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
-def fmt_rate(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:,.0f} msg/s"
 
 
 def describe_load(res: LoadResult) -> str:
@@ -712,34 +707,15 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
 
 
 def report(fig: Figures, args: argparse.Namespace, wall: float) -> None:
-    cores = os.cpu_count()
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     print()
     print("inboxlog intake benchmark")
-    print(f"  machine   {cores} cores ({affinity} usable), Python {sys.version.split()[0]}, "
+    print(f"  machine   {machine()}, "
           f"PostgreSQL + Redis on loopback")
     print(f"  settings  N={args.messages} messages, M={args.sessions} SMTP sessions, ~{args.size // 1000} KB each, "
           f"worker -c {args.concurrency}, latency run {args.latency_messages} at {args.rate:g}/s"
           + (" (--quick)" if args.quick else ""))
     print()
-    w = max(len(r[0]) for r in fig.rows)
-    v = max(len(r[1]) for r in fig.rows)
-    print(f"  {'measurement':<{w}}  {'value':>{v}}  detail")
-    print(f"  {'-' * w}  {'-' * v}  {'-' * 40}")
-    for name, value, note in fig.rows:
-        print(f"  {name:<{w}}  {value:>{v}}  {note}")
-    print()
-    w = max(len(t[0]) for t in fig.targets)
-    v = max(len(t[1]) for t in fig.targets)
-    print(f"  {'target':<{w}}  {'measured':>{v}}  result  detail")
-    print(f"  {'-' * w}  {'-' * v}  ------  {'-' * 20}")
-    for name, value, note, ok in fig.targets:
-        res = "PASS" if ok else "FAIL"
-        print(f"  {name:<{w}}  {value:>{v}}  {res:<6}  {note}")
-    print()
-    for note in fig.notes:
-        print(f"  note: {note}")
-    print(f"  wall time {wall:.0f} s")
+    print_figures(fig, wall)
 
 
 def _interrupt(*_: object) -> None:
