@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import resource
 import shutil
@@ -49,7 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402  (bench/ is on sys.path)
+from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process, stop_profile  # noqa: E402  (bench/ is on sys.path)
+from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
 
 BATCH = 200  # the yardstick's FETCH batch; the product's default (PollerConfig.fetch_batch)
 SMALL_MAILBOX = 1000
@@ -156,36 +156,6 @@ def build_mailbox(n: int, team_address: str, tag: str, seed: int) -> tuple[list[
 # --------------------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]  # nearest rank
-
-
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def private_redis(workdir: Path) -> Iterator[tuple[str, int | None]]:
     """A redis-server of our own on a free port (no persistence), stopped at the end.
@@ -229,41 +199,6 @@ def private_redis(workdir: Path) -> Iterator[tuple[str, int | None]]:
         stop_process(proc)
 
 
-CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str, float]:
-    """CPU seconds so far by component: process groups by leader pid, this process, the
-    PostgreSQL backends serving ``dbname`` (cmdline), and the whole machine (/proc/stat)."""
-    out: dict[str, float] = {}
-    by_pgid = {pgid: name for name, pgid in groups.items()}
-    me = os.getpid()
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                head, _, tail = fh.read().rpartition(")")
-        except OSError:
-            continue
-        comm, f = head.partition("(")[2], tail.split()
-        pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
-        name = by_pgid.get(pgid) or ("bench" if pid == me else None)
-        if name is None and dbname and comm.startswith("postgres"):
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    if f" {dbname} ".encode() in fh.read():
-                        name = "postgres"
-            except OSError:
-                pass
-        if name:
-            out[name] = out.get(name, 0.0) + ticks / CLK
-    with contextlib.suppress(OSError), open("/proc/stat") as fh:
-        cpu = [int(x) for x in fh.readline().split()[1:]]
-        out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / CLK  # all but idle and iowait
-    return out
-
-
 def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int, wall: float) -> str:
     parts, ours = [], 0.0
     for name in ("poller", "worker", "dovecot", "postgres", "redis", "bench"):
@@ -275,24 +210,6 @@ def cpu_note(label: str, before: dict[str, float], after: dict[str, float], mess
         other = after["machine"] - before.get("machine", 0.0) - ours
         parts.append(f"everything else on the machine {max(0.0, other):.1f} s")
     return f"CPU {label} over {wall:.1f} s wall: " + ", ".join(parts)
-
-
-def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
-        return None
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
-         "--format", "raw", "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
-def stop_profile(spy: subprocess.Popen | None) -> None:
-    if spy is not None and spy.poll() is None:
-        spy.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            spy.wait(20)
 
 
 class Sampler(threading.Thread):
@@ -396,8 +313,6 @@ class Run:
     def since(self, t0: float) -> float | None:
         last = self.t_last
         return self.n / (last - t0) if last and last > t0 else None
-
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import math
 import os
 import random
 import resource
@@ -46,7 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402  (bench/ is on sys.path)
+from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process  # noqa: E402  (bench/ is on sys.path)
+from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
 
 SENDER = "alice@ours.example"
 
@@ -406,23 +406,9 @@ def sustained_rate(samples: list[tuple[float, int]], n: int, lo: float = 0.1, hi
     return (c_hi - c_lo) / (t_hi - t_lo)
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))  # nearest rank
-    return s[k]
-
-
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
@@ -450,19 +436,6 @@ def yardstick(kind: str, workdir: Path) -> Iterator[int]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def redis_db() -> tuple[str, Callable[[], None]]:
     """An empty Redis db of our own (highest free number), flushed again at the end."""
     import redis
@@ -475,32 +448,6 @@ def redis_db() -> tuple[str, Callable[[], None]]:
     raise RuntimeError("no empty Redis db among 1-15")
 
 
-CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far by component: process groups given by leader pid, plus postgres,
-    redis-server and this process (read from /proc; Linux only, else empty)."""
-    out: dict[str, float] = {}
-    by_pgid = {pgid: name for name, pgid in groups.items()}
-    me = os.getpid()
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                head, _, tail = fh.read().rpartition(")")
-        except OSError:
-            continue
-        comm, f = head.partition("(")[2], tail.split()
-        pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
-        name = by_pgid.get(pgid) or ("bench" if pid == me else "postgres" if comm.startswith("postgres")
-                                     else "redis" if comm.startswith("redis-server") else None)
-        if name:
-            out[name] = out.get(name, 0.0) + ticks / CLK
-    return out
-
-
 def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int,
              wall: float) -> str:
     parts = []
@@ -511,24 +458,9 @@ def cpu_note(label: str, before: dict[str, float], after: dict[str, float], mess
     return f"CPU {label} over {wall:.1f} s wall: " + ", ".join(parts)
 
 
-def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
-        return None
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
-         "--format", "raw", "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-
-
-
-
 
 
 def describe_load(res: LoadResult) -> str:

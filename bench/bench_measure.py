@@ -1,0 +1,100 @@
+"""Measuring the processes a benchmark starts: CPU by component from /proc, percentiles,
+free ports, stopping process groups, optional py-spy profiles."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]  # nearest rank
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str, float]:
+    """CPU seconds so far by component (Linux /proc; elsewhere empty): process groups by
+    leader pid, this process ("bench"), PostgreSQL backends — only those serving ``dbname``
+    when given, else all, with redis-server too — and the whole machine ("machine": all but
+    idle and iowait)."""
+    out: dict[str, float] = {}
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    me = os.getpid()
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                head, _, tail = fh.read().rpartition(")")
+        except OSError:
+            continue
+        comm, f = head.partition("(")[2], tail.split()
+        pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
+        name = by_pgid.get(pgid) or ("bench" if pid == me else None)
+        if name is None and comm.startswith("postgres"):
+            name = "postgres" if dbname is None or _serves(entry.name, dbname) else None
+        if name is None and dbname is None and comm.startswith("redis-server"):
+            name = "redis"
+        if name:
+            out[name] = out.get(name, 0.0) + ticks / CLK
+    with contextlib.suppress(OSError), open("/proc/stat") as fh:
+        cpu = [int(x) for x in fh.readline().split()[1:]]
+        out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / CLK
+    return out
+
+
+def _serves(pid: str, dbname: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return f" {dbname} ".encode() in fh.read()
+    except OSError:
+        return False
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """py-spy the process tree into ``out`` when py-spy is installed beside this Python."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return None
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
+         "--format", "raw", "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profile(spy: subprocess.Popen | None) -> None:
+    if spy is not None and spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(20)
