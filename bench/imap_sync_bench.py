@@ -52,6 +52,7 @@ from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process, s
 from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
 
 BATCH = 200  # the yardstick's FETCH batch; the product's default (PollerConfig.fetch_batch)
+LOOPBACK = "127.0.0.0/8"  # INBOXLOG_ALLOWED_PRIVATE_NETWORKS for the bench's private Dovecot
 SMALL_MAILBOX = 1000
 
 # --------------------------------------------------------------------------------------------
@@ -66,20 +67,94 @@ JA_LINES = [
     "引き続きどうぞよろしくお願いいたします。",
     "請求書の送付先が変更になりましたので、ご確認をお願いいたします。",
 ]
-EN_WORDS = ["quote", "order", "invoice", "meeting", "schedule", "delivery", "price", "contract",
-            "team", "renewal", "licence", "seats", "onboarding", "support", "escalation",
-            "follow-up", "proposal", "shipment", "question", "account", "billing", "upgrade"]
-DOMAINS = ["acme.co.jp", "example-trading.jp", "globex.example", "initech.example", "umbrella.example",
-           "gmail.com", "yahoo.co.jp", "hooli.example", "stark.example", "wayne.example",
-           "tyrell.example", "cyberdyne.example", "soylent.example", "wonka.example", "oscorp.example",
-           "nakatomi.co.jp", "outlook.com", "icloud.com", "docomo.ne.jp", "ezweb.ne.jp",
-           "massive.example", "vandelay.example", "dunder.example", "prestige.example",
-           "monsters.example", "kaiba.co.jp", "capsule.co.jp", "nerv.jp", "seele.example",
-           "aperture.example", "blackmesa.example", "weyland.example", "virtucon.example",
-           "gringotts.example", "ollivander.example", "sirius.example", "zorg.example",
-           "bluth.example", "pied-piper.example", "hanso.example"]
-FIRST = ["Ken", "Amy", "Yui", "Bob", "Sam", "Haruto", "Sakura", "Ren", "Mei", "Liam", "Olivia",
-         "Noah", "Emma", "Taro", "Hanako", "Sota", "Aoi", "Lucas", "Mia", "Kenji"]
+EN_WORDS = [
+    "quote",
+    "order",
+    "invoice",
+    "meeting",
+    "schedule",
+    "delivery",
+    "price",
+    "contract",
+    "team",
+    "renewal",
+    "licence",
+    "seats",
+    "onboarding",
+    "support",
+    "escalation",
+    "follow-up",
+    "proposal",
+    "shipment",
+    "question",
+    "account",
+    "billing",
+    "upgrade",
+]
+DOMAINS = [
+    "acme.co.jp",
+    "example-trading.jp",
+    "globex.example",
+    "initech.example",
+    "umbrella.example",
+    "gmail.com",
+    "yahoo.co.jp",
+    "hooli.example",
+    "stark.example",
+    "wayne.example",
+    "tyrell.example",
+    "cyberdyne.example",
+    "soylent.example",
+    "wonka.example",
+    "oscorp.example",
+    "nakatomi.co.jp",
+    "outlook.com",
+    "icloud.com",
+    "docomo.ne.jp",
+    "ezweb.ne.jp",
+    "massive.example",
+    "vandelay.example",
+    "dunder.example",
+    "prestige.example",
+    "monsters.example",
+    "kaiba.co.jp",
+    "capsule.co.jp",
+    "nerv.jp",
+    "seele.example",
+    "aperture.example",
+    "blackmesa.example",
+    "weyland.example",
+    "virtucon.example",
+    "gringotts.example",
+    "ollivander.example",
+    "sirius.example",
+    "zorg.example",
+    "bluth.example",
+    "pied-piper.example",
+    "hanso.example",
+]
+FIRST = [
+    "Ken",
+    "Amy",
+    "Yui",
+    "Bob",
+    "Sam",
+    "Haruto",
+    "Sakura",
+    "Ren",
+    "Mei",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Emma",
+    "Taro",
+    "Hanako",
+    "Sota",
+    "Aoi",
+    "Lucas",
+    "Mia",
+    "Kenji",
+]
 
 
 def _body_text(rnd: random.Random, target: int, ja_share: float) -> str:
@@ -89,7 +164,9 @@ def _body_text(rnd: random.Random, target: int, ja_share: float) -> str:
             line = rnd.choice(JA_LINES)
             size += len(line.encode())
         else:
-            line = " ".join(rnd.choice(EN_WORDS) for _ in range(rnd.randint(8, 12))).capitalize() + "."
+            line = (
+                " ".join(rnd.choice(EN_WORDS) for _ in range(rnd.randint(8, 12))).capitalize() + "."
+            )
             size += len(line) + 1
         out.append(line)
     return "\n".join(out) + "\n"
@@ -100,7 +177,9 @@ def _size(rnd: random.Random) -> int:
     return int(math.exp(rnd.uniform(math.log(2_000), math.log(20_000))))
 
 
-def build_mailbox(n: int, team_address: str, tag: str, seed: int) -> tuple[list[bytes], dict[str, int]]:
+def build_mailbox(
+    n: int, team_address: str, tag: str, seed: int
+) -> tuple[list[bytes], dict[str, int]]:
     """``n`` realistic inbound messages to the team address from external senders.
 
     ~30 % ISO-2022-JP text/plain (as Japanese mail clients still send it), ~25 %
@@ -130,14 +209,19 @@ def build_mailbox(n: int, team_address: str, tag: str, seed: int) -> tuple[list[
             mix["iso-2022-jp"] += 1
             m["Subject"] = f"お見積りの件 No.{i}"
             text = _body_text(rnd, size, 0.9)
-            m.set_content(text.encode("iso2022_jp", "ignore"), maintype="text", subtype="plain",
-                          cte="7bit", params={"charset": "ISO-2022-JP"})
+            m.set_content(
+                text.encode("iso2022_jp", "ignore"),
+                maintype="text",
+                subtype="plain",
+                cte="7bit",
+                params={"charset": "ISO-2022-JP"},
+            )
         elif r < 0.55:
             mix["html+text"] += 1
             m["Subject"] = f"Re: {rnd.choice(EN_WORDS)} {rnd.choice(EN_WORDS)} #{i}"
             text = _body_text(rnd, int(size * 0.4), 0.2)
             m.set_content(text, cte="quoted-printable")
-            html = "".join(f"<p style=\"margin:0\">{line}</p>\n" for line in text.splitlines())
+            html = "".join(f'<p style="margin:0">{line}</p>\n' for line in text.splitlines())
             m.add_alternative(f"<html><body>{html}</body></html>", subtype="html", cte="base64")
         else:
             mix["utf-8 text"] += 1
@@ -146,7 +230,9 @@ def build_mailbox(n: int, team_address: str, tag: str, seed: int) -> tuple[list[
         if i % 200 == 17:
             mix["attachment"] += 1
             blob = rnd.randbytes(rnd.randint(200_000, 1_000_000))
-            m.add_attachment(blob, maintype="application", subtype="pdf", filename=f"document-{i}.pdf")
+            m.add_attachment(
+                blob, maintype="application", subtype="pdf", filename=f"document-{i}.pdf"
+            )
         out.append(m.as_bytes())
     return out, mix
 
@@ -179,9 +265,24 @@ def private_redis(workdir: Path) -> Iterator[tuple[str, int | None]]:
         raise RuntimeError("no redis-server binary and no empty Redis db among 1-15")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         client = redis.Redis(host="127.0.0.1", port=port)
@@ -199,7 +300,9 @@ def private_redis(workdir: Path) -> Iterator[tuple[str, int | None]]:
         stop_process(proc)
 
 
-def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int, wall: float) -> str:
+def cpu_note(
+    label: str, before: dict[str, float], after: dict[str, float], messages: int, wall: float
+) -> str:
     parts, ours = [], 0.0
     for name in ("poller", "worker", "dovecot", "postgres", "redis", "bench"):
         if name in after and after[name] - before.get(name, 0.0) > 0.05:
@@ -215,7 +318,9 @@ def cpu_note(label: str, before: dict[str, float], after: dict[str, float], mess
 class Sampler(threading.Thread):
     """Counts stored_messages for a connection and decisions for an account every ``interval`` s."""
 
-    def __init__(self, dsn: str, connection_id: int, account_id: int, interval: float = 0.05) -> None:
+    def __init__(
+        self, dsn: str, connection_id: int, account_id: int, interval: float = 0.05
+    ) -> None:
         super().__init__(name="sampler", daemon=True)
         self.dsn, self.cid, self.aid, self.interval = dsn, connection_id, account_id, interval
         self.stored: list[tuple[float, int]] = []
@@ -229,8 +334,12 @@ class Sampler(threading.Thread):
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self.stopped.is_set():
                 q0 = time.monotonic()
-                s = conn.execute("SELECT count(*) FROM stored_messages WHERE connection_id = %s", (self.cid,)).fetchone()[0]
-                d = conn.execute("SELECT count(*) FROM decisions WHERE account_id = %s", (self.aid,)).fetchone()[0]
+                s = conn.execute(
+                    "SELECT count(*) FROM stored_messages WHERE connection_id = %s", (self.cid,)
+                ).fetchone()[0]
+                d = conn.execute(
+                    "SELECT count(*) FROM decisions WHERE account_id = %s", (self.aid,)
+                ).fetchone()[0]
                 now = time.monotonic()
                 self.stored.append((now, s))
                 self.decided.append((now, d))
@@ -244,7 +353,9 @@ class Sampler(threading.Thread):
                         self.waits[key] = self.waits.get(key, 0) + 1
                 time.sleep(max(0.0, self.interval - (time.monotonic() - q0)))
 
-    def wait(self, which: str, n: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    def wait(
+        self, which: str, n: int, timeout: float, proc: subprocess.Popen | None = None
+    ) -> bool:
         """Until the count reaches ``n``; False on timeout, when ``proc`` exits, or after
         ``stall`` seconds without progress (a lost queue would otherwise wait out the timeout)."""
         series = self.stored if which == "stored" else self.decided
@@ -269,8 +380,10 @@ class Sampler(threading.Thread):
     def wait_note(self, label: str) -> str:
         total = sum(self.waits.values()) or 1
         top = sorted(self.waits.items(), key=lambda kv: -kv[1])[:6]
-        return (f"{label}: other PostgreSQL sessions sampled every 250 ms (state:wait event): "
-                + ", ".join(f"{k} {v / total:.0%}" for k, v in top))
+        return (
+            f"{label}: other PostgreSQL sessions sampled every 250 ms (state:wait event): "
+            + ", ".join(f"{k} {v / total:.0%}" for k, v in top)
+        )
 
 
 @dataclass
@@ -343,7 +456,7 @@ def yardstick(port: int, user: str, password: str) -> YardResult:
     uids = client.search(["ALL"])
     count = nbytes = 0
     for i in range(0, len(uids), BATCH):
-        data = client.fetch(uids[i:i + BATCH], [b"BODY.PEEK[]"])
+        data = client.fetch(uids[i : i + BATCH], [b"BODY.PEEK[]"])
         for item in data.values():
             count += 1
             nbytes += len(item[b"BODY[]"])
@@ -383,7 +496,9 @@ def run(args: argparse.Namespace) -> Figures:
         fig.notes.append(
             f"mailbox: {n} messages, {sum(sizes) / 1e6:.1f} MB, median {pct(sizes, 50) / 1000:.1f} KB, "
             f"p90 {pct(sizes, 90) / 1000:.1f} KB, max {sizes[-1] / 1e6:.2f} MB; "
-            + ", ".join(f"{k} {v}" for k, v in mix.items()) + f" (built in {time.monotonic() - t0:.1f} s)")
+            + ", ".join(f"{k} {v}" for k, v in mix.items())
+            + f" (built in {time.monotonic() - t0:.1f} s)"
+        )
 
         say("starting Dovecot and bulk-loading the mailboxes")
         server = DovecotServer.start(workdir / "dovecot")
@@ -394,27 +509,46 @@ def run(args: argparse.Namespace) -> Figures:
         server.bulk_load("sales", "INBOX", small)
         load_s = time.monotonic() - t0
         t0 = time.monotonic()
-        assert server.message_count("support", "INBOX") == n  # first open: Dovecot indexes the Maildir
+        assert (
+            server.message_count("support", "INBOX") == n
+        )  # first open: Dovecot indexes the Maildir
         assert server.message_count("sales", "INBOX") == SMALL_MAILBOX
-        fig.notes.append(f"Dovecot {'.'.join(map(str, server.version))}: bulk_load {load_s:.1f} s, "
-                         f"first open (index build) {time.monotonic() - t0:.1f} s")
+        fig.notes.append(
+            f"Dovecot {'.'.join(map(str, server.version))}: bulk_load {load_s:.1f} s, "
+            f"first open (index build) {time.monotonic() - t0:.1f} s"
+        )
         del big, small
 
         # --- (1) yardstick -----------------------------------------------------------------
         say("yardstick: plain imapclient, cold pass then timed pass")
         cold = yardstick(server.port, "support", "pw-support")
         yard = yardstick(server.port, "support", "pw-support")
-        fig.rows.append(("(1) yardstick: plain imapclient BODY.PEEK[] ×200", fmt_rate(yard.rate),
-                         f"{yard.messages} msgs, {yard.nbytes / 1e6:.0f} MB in {yard.seconds:.2f} s "
-                         f"({yard.nbytes / 1e6 / yard.seconds:.0f} MB/s), client CPU {yard.cpu:.1f} s; "
-                         f"cold first pass {fmt_rate(cold.rate)}"))
+        fig.rows.append(
+            (
+                "(1) yardstick: plain imapclient BODY.PEEK[] ×200",
+                fmt_rate(yard.rate),
+                f"{yard.messages} msgs, {yard.nbytes / 1e6:.0f} MB in {yard.seconds:.2f} s "
+                f"({yard.nbytes / 1e6 / yard.seconds:.0f} MB/s), client CPU {yard.cpu:.1f} s; "
+                f"cold first pass {fmt_rate(cold.rate)}",
+            )
+        )
 
         with private_redis(workdir) as (redis_url, redis_pid), fresh_postgres() as db_url:
             stack = make_stack(workdir, db_url, redis_url)
             stack.env["INBOXLOG_SWEEP_AFTER_SECONDS"] = "3600"  # no re-enqueues of the backlog
+            stack.env["INBOXLOG_ALLOWED_PRIVATE_NETWORKS"] = LOOPBACK  # Dovecot is on 127.0.0.1
             try:
-                fig_stack(fig, args, stack, db_url.replace("postgresql+psycopg://", "postgresql://", 1),
-                          server, yard, workdir, say, redis_pid)
+                fig_stack(
+                    fig,
+                    args,
+                    stack,
+                    db_url.replace("postgresql+psycopg://", "postgresql://", 1),
+                    server,
+                    yard,
+                    workdir,
+                    say,
+                    redis_pid,
+                )
             finally:
                 stack.close()
     finally:
@@ -431,12 +565,22 @@ def team_connection(stack, server, user: str, since: date | None):  # type: igno
 
     world = new_world(stack.sessions)
     inbox_id, _ = world.inbox(f"Support {user}", [world.admin_id])
-    imap = {"host": "127.0.0.1", "port": server.port, "security": "none", "username": user,
-            "password": "pw-" + user}
+    imap = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "none",
+        "username": user,
+        "password": "pw-" + user,
+    }
     if since:
         imap["since"] = since.isoformat()
-    cid = world.connect(f"{user}@ours.example", kind="team", inbox_id=inbox_id, imap=imap,
-                        box=SecretBox(stack.env["INBOXLOG_SECRET_KEY"]))
+    cid = world.connect(
+        f"{user}@ours.example",
+        kind="team",
+        inbox_id=inbox_id,
+        imap=imap,
+        box=SecretBox(stack.env["INBOXLOG_SECRET_KEY"]),
+    )
     return world, cid
 
 
@@ -450,8 +594,17 @@ def park(stack, cid: int) -> None:  # type: ignore[no-untyped-def]
         s.execute(sa.update(Connection).where(Connection.id == cid).values(imap_host=None))
 
 
-def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, yard: YardResult,  # type: ignore[no-untyped-def]
-              workdir: Path, say, redis_pid: int | None) -> None:
+def fig_stack(
+    fig: Figures,
+    args: argparse.Namespace,
+    stack,
+    dsn: str,
+    server,
+    yard: YardResult,  # type: ignore[no-untyped-def]
+    workdir: Path,
+    say,
+    redis_pid: int | None,
+) -> None:
     n, today = args.messages, date.today()
     groups = {"dovecot": server._proc.pid}
     if redis_pid:
@@ -472,20 +625,36 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     spy = profile(proc.pid, 120, workdir / "poller.collapsed.txt") if args.profile else None
     ok = sampler.wait("stored", n, args.timeout, proc)
     stop_profile(spy)
-    fig.notes.append(cpu_note("(2) poller", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start))
+    fig.notes.append(
+        cpu_note("(2) poller", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start)
+    )
     sampler.stop()
     fig.notes.append(sampler.wait_note("(2) poller"))
     stored = Run(sampler.stored, n)
     ftl, sus, whole = stored.first_to_last(), stored.sustained(), stored.since(t_start)
     first = stored.t_first
-    detail = (f"{stored.done}/{n} stored; 10–90 % {fmt_rate(sus)}; process start→{n} {fmt_rate(whole)}"
-              + (f" (first row {first[0] - t_start:.2f} s after start)" if first else ""))
+    detail = (
+        f"{stored.done}/{n} stored; 10–90 % {fmt_rate(sus)}; process start→{n} {fmt_rate(whole)}"
+        + (f" (first row {first[0] - t_start:.2f} s after start)" if first else "")
+    )
     if not ok:
         detail += "; DID NOT FINISH: " + stack.log("poller")[-300:].replace("\n", " | ")
-    fig.rows.append(("(2) inboxlog poller process → stored rows", fmt_rate(ftl), "first→last stored row; " + detail))
+    fig.rows.append(
+        (
+            "(2) inboxlog poller process → stored rows",
+            fmt_rate(ftl),
+            "first→last stored row; " + detail,
+        )
+    )
     ratio = (ftl or 0.0) / yard.rate if yard.rate else 0.0
-    fig.targets.append(("(2) poller initial sync ≥ 70 % of yardstick", f"{ftl or 0:,.0f} vs {0.7 * yard.rate:,.0f} msg/s",
-                        f"{ratio:.0%} of yardstick (first→last stored row)", ok and ratio >= 0.7))
+    fig.targets.append(
+        (
+            "(2) poller initial sync ≥ 70 % of yardstick",
+            f"{ftl or 0:,.0f} vs {0.7 * yard.rate:,.0f} msg/s",
+            f"{ratio:.0%} of yardstick (first→last stored row)",
+            ok and ratio >= 0.7,
+        )
+    )
     stack.stop("poller")
     park(stack, cid_p)
 
@@ -494,8 +663,14 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     inproc_rate = inprocess_sync(fig, stack, server, today, n)
     if inproc_rate is not None:
         r2 = inproc_rate / yard.rate
-        fig.targets.append(("(2b) in-process sync_folder ≥ 70 % of yardstick", f"{inproc_rate:,.0f} vs {0.7 * yard.rate:,.0f} msg/s",
-                            f"{r2:.0%} of yardstick (login→last commit, labelled in-process)", r2 >= 0.7))
+        fig.targets.append(
+            (
+                "(2b) in-process sync_folder ≥ 70 % of yardstick",
+                f"{inproc_rate:,.0f} vs {0.7 * yard.rate:,.0f} msg/s",
+                f"{r2:.0%} of yardstick (login→last commit, labelled in-process)",
+                r2 >= 0.7,
+            )
+        )
 
     # --- (3) the worker drains the backlog --------------------------------------------------------
     say(f"(3) inboxlog worker -c {args.concurrency} draining {n} stored messages")
@@ -505,20 +680,37 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
     stack.start_worker(args.concurrency)
     t_ready = time.monotonic()
     groups["worker"] = stack.procs["worker"].pid
-    spy = profile(stack.procs["worker"].pid, 60, workdir / "worker.collapsed.txt") if args.profile else None
+    spy = (
+        profile(stack.procs["worker"].pid, 60, workdir / "worker.collapsed.txt")
+        if args.profile
+        else None
+    )
     c0 = cpu_snapshot(groups, dbname)
     ok = sampler.wait("decided", n, args.timeout, stack.procs["worker"])
     stop_profile(spy)
-    fig.notes.append(cpu_note("(3) drain", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_ready))
+    fig.notes.append(
+        cpu_note("(3) drain", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_ready)
+    )
     sampler.stop()
     fig.notes.append(sampler.wait_note("(3) drain"))
     dec = Run(sampler.decided, n)
     sus, ftl = dec.sustained(), dec.first_to_last()
-    fig.rows.append(("(3) worker draining the backlog → decisions", fmt_rate(sus),
-                     f"10–90 %; {dec.done}/{n} decided, {fmt_rate(ftl)} first→last decision; "
-                     f"worker start {t_ready - t_start:.1f} s" + ("" if ok else "; DID NOT FINISH")))
-    fig.targets.append(("(3) fully logged ≥ 300 msg/s (backlog)", fmt_rate(sus), f"10–90 %; first→last {fmt_rate(ftl)}",
-                        ok and sus is not None and sus >= 300))
+    fig.rows.append(
+        (
+            "(3) worker draining the backlog → decisions",
+            fmt_rate(sus),
+            f"10–90 %; {dec.done}/{n} decided, {fmt_rate(ftl)} first→last decision; "
+            f"worker start {t_ready - t_start:.1f} s" + ("" if ok else "; DID NOT FINISH"),
+        )
+    )
+    fig.targets.append(
+        (
+            "(3) fully logged ≥ 300 msg/s (backlog)",
+            fmt_rate(sus),
+            f"10–90 %; first→last {fmt_rate(ftl)}",
+            ok and sus is not None and sus >= 300,
+        )
+    )
 
     # --- (3b) poller and worker together from the start --------------------------------------------
     if not args.no_live:
@@ -530,66 +722,111 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, server, y
         proc = stack.start("poller-live", "poller")
         groups["poller"] = proc.pid
         ok = sampler.wait("decided", n, args.timeout, stack.procs["worker"])
-        fig.notes.append(cpu_note("(3b) live", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start))
+        fig.notes.append(
+            cpu_note("(3b) live", c0, cpu_snapshot(groups, dbname), n, time.monotonic() - t_start)
+        )
         sampler.stop()
         fig.notes.append(sampler.wait_note("(3b) live"))
         st, dec = Run(sampler.stored, n), Run(sampler.decided, n)
-        fig.rows.append(("(3b) live: poller + worker → stored rows", fmt_rate(st.first_to_last()),
-                         f"first→last stored row; 10–90 % {fmt_rate(st.sustained())}"))
-        fig.rows.append(("(3b) live: poller + worker → decisions", fmt_rate(dec.sustained()),
-                         f"10–90 %; {dec.done}/{n} decided; {fmt_rate(dec.first_to_last())} first→last decision; "
-                         f"{fmt_rate(dec.since(t_start))} poller start→last decision" + ("" if ok else "; DID NOT FINISH")))
+        fig.rows.append(
+            (
+                "(3b) live: poller + worker → stored rows",
+                fmt_rate(st.first_to_last()),
+                f"first→last stored row; 10–90 % {fmt_rate(st.sustained())}",
+            )
+        )
+        fig.rows.append(
+            (
+                "(3b) live: poller + worker → decisions",
+                fmt_rate(dec.sustained()),
+                f"10–90 %; {dec.done}/{n} decided; {fmt_rate(dec.first_to_last())} first→last decision; "
+                f"{fmt_rate(dec.since(t_start))} poller start→last decision"
+                + ("" if ok else "; DID NOT FINISH"),
+            )
+        )
         sus = dec.sustained()
-        fig.targets.append(("(3b) fully logged ≥ 300 msg/s (live)", fmt_rate(sus), "10–90 %, poller + worker together",
-                            ok and sus is not None and sus >= 300))
+        fig.targets.append(
+            (
+                "(3b) fully logged ≥ 300 msg/s (live)",
+                fmt_rate(sus),
+                "10–90 %, poller + worker together",
+                ok and sus is not None and sus >= 300,
+            )
+        )
         stack.stop("poller-live")
 
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        outcomes = dict(conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall())
+        outcomes = dict(
+            conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall()
+        )
         failures = conn.execute("SELECT count(*) FROM failures").fetchone()[0]
-        by_status = dict(conn.execute("SELECT status, count(*) FROM stored_messages GROUP BY status").fetchall())
+        by_status = dict(
+            conn.execute("SELECT status, count(*) FROM stored_messages GROUP BY status").fetchall()
+        )
         scans = conn.execute(
             "SELECT relname, indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes "
-            "ORDER BY idx_tup_read DESC LIMIT 6").fetchall()
+            "ORDER BY idx_tup_read DESC LIMIT 6"
+        ).fetchall()
         seq = conn.execute(
             "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables "
-            "ORDER BY seq_tup_read DESC LIMIT 3").fetchall()
-    fig.notes.append(f"decision outcomes {outcomes}; stored_messages by status {by_status} "
-                     f"(the in-process run's rows are never enqueued); failures {failures}")
-    fig.notes.append("PostgreSQL index reads over the whole run, most tuples first (idx_tup_read / idx_scan; "
-                     "the bench's own count(*) polling reads the stored_messages uid and decisions account "
-                     "indexes): " + "; ".join(f"{idx} {tup:,}/{n_:,}" for _, idx, n_, tup in scans)
-                     + "; sequential: " + "; ".join(f"{rel} {tup:,}/{n_:,}" for rel, n_, tup in seq))
+            "ORDER BY seq_tup_read DESC LIMIT 3"
+        ).fetchall()
+    fig.notes.append(
+        f"decision outcomes {outcomes}; stored_messages by status {by_status} "
+        f"(the in-process run's rows are never enqueued); failures {failures}"
+    )
+    fig.notes.append(
+        "PostgreSQL index reads over the whole run, most tuples first (idx_tup_read / idx_scan; "
+        "the bench's own count(*) polling reads the stored_messages uid and decisions account "
+        "indexes): "
+        + "; ".join(f"{idx} {tup:,}/{n_:,}" for _, idx, n_, tup in scans)
+        + "; sequential: "
+        + "; ".join(f"{rel} {tup:,}/{n_:,}" for rel, n_, tup in seq)
+    )
     if args.profile:
         fig.notes.append(f"py-spy profiles in {workdir}")
 
 
 def inprocess_sync(fig: Figures, stack, server, today: date, n: int) -> float | None:  # type: ignore[no-untyped-def]
     from shared.crypto import SecretBox
+    from shared.netsafety import parse_networks
     from worker.imap.client import open_session
-    from worker.imap.session import read_snapshot
-    from worker.imap.sync import Target, sync_folder
+    from worker.imap.snapshot import read_snapshot
+    from worker.imap.sync import FetchLimits, Target, sync_folder
 
     _, cid = team_connection(stack, server, "support", today)
     snap = read_snapshot(stack.sessions, SecretBox(stack.env["INBOXLOG_SECRET_KEY"]), cid)
     assert snap is not None
     dbname = stack.db_url.rsplit("/", 1)[1]
     c0, p0, t0 = cpu_snapshot({}, dbname), time.process_time(), time.perf_counter()
-    client = open_session(snap.settings)
+    client = open_session(snap.settings, allowed=parse_networks(LOOPBACK))
     t = Target(cid, snap.account_id, snap.kind, snap.inbox_id, "INBOX", "inbox")
-    got = sync_folder(client, stack.sessions, t, owner=None, since=snap.since, resync_since=today,
-                      on_stored=lambda ids: None, batch_size=BATCH)
+    got = sync_folder(
+        client,
+        stack.sessions,
+        t,
+        owner=None,
+        since=snap.since,
+        resync_since=today,
+        on_stored=lambda ids: None,
+        limits=FetchLimits(batch=BATCH),
+    )
     secs = time.perf_counter() - t0
     cpu = time.process_time() - p0
     pg = cpu_snapshot({}, dbname).get("postgres", 0.0) - c0.get("postgres", 0.0)
     client.logout()
     park(stack, cid)
     rate = got / secs if secs else None
-    fig.rows.append(("(2b) in-process sync_folder() → stored rows", fmt_rate(rate),
-                     f"in-process, on_stored discards; {got}/{n} stored in {secs:.2f} s (login, EXAMINE, SEARCH SINCE, "
-                     f"{math.ceil(n / BATCH)} FETCH+commit batches); Python CPU {cpu:.1f} s, postgres {pg:.1f} s"))
+    fig.rows.append(
+        (
+            "(2b) in-process sync_folder() → stored rows",
+            fmt_rate(rate),
+            f"in-process, on_stored discards; {got}/{n} stored in {secs:.2f} s (login, EXAMINE, SEARCH SINCE, "
+            f"{math.ceil(n / BATCH)} FETCH+commit batches); Python CPU {cpu:.1f} s, postgres {pg:.1f} s",
+        )
+    )
     return rate if got == n else None
 
 
@@ -606,11 +843,16 @@ def idle_cycle(fig: Figures, args: argparse.Namespace, stack, server, say) -> No
         for user, size in (("support", args.messages), ("sales", SMALL_MAILBOX))
     }
     results: dict[str, dict[str, list[float]]] = {sz: {} for sz in probes}
-    for key, rounds, warm in (("status", reps, 50), ("bare", reps, 50), ("unselected", reps, 50),
-                              ("check", reps, 50),
-                              ("cycle", max(100, reps // 5), 10), ("mark", max(100, reps // 5), 10),
-                              ("settings", max(100, reps // 5), 10),
-                              ("login", args.logins, 5)):
+    for key, rounds, warm in (
+        ("status", reps, 50),
+        ("bare", reps, 50),
+        ("unselected", reps, 50),
+        ("check", reps, 50),
+        ("cycle", max(100, reps // 5), 10),
+        ("mark", max(100, reps // 5), 10),
+        ("settings", max(100, reps // 5), 10),
+        ("login", args.logins, 5),
+    ):
         for sz in probes:
             results[sz][key] = []
         order = list(probes.items())
@@ -623,35 +865,59 @@ def idle_cycle(fig: Figures, args: argparse.Namespace, stack, server, say) -> No
     for pr in probes.values():
         pr["close"]()
     sizes = list(results)
-    for key, label in (("status", "status() (sync.py) INBOX, INBOX selected as after IDLE"),
-                       ("bare", "bare imapclient folder_status INBOX"),
+    for key, label in (
+        ("status", "status() (sync.py) INBOX, INBOX selected as after IDLE"),
+        ("bare", "bare imapclient folder_status INBOX"),
         ("unselected", "status() INBOX, no folder selected"),
-                       ("check", "status() INBOX + Sent (the cheap check)"),
-                       ("cycle", "whole quiet cycle: STATUS ×2 + settings check"),
-                       ("mark", "last_sync_at update (once per 30 s)"),
-                       ("settings", "settings SELECT (at most once per 2 s)"),
-                       ("login", "fresh login: open_session() + logout()")):
+        ("check", "status() INBOX + Sent (the cheap check)"),
+        ("cycle", "whole quiet cycle: STATUS ×2 + settings check"),
+        ("mark", "last_sync_at update (once per 30 s)"),
+        ("settings", "settings SELECT (at most once per 2 s)"),
+        ("login", "fresh login: open_session() + logout()"),
+    ):
         vals = " | ".join(f"{sz}: {ms(results[sz][key])}" for sz in sizes)
         count = len(results[sizes[0]][key])
-        fig.rows.append((f"(4) {label}", f"{statistics.mean(results[sizes[0]][key]) * 1000:.3f} ms",
-                         f"mean / p99 by mailbox size, ×{count} interleaved: {vals}"))
+        fig.rows.append(
+            (
+                f"(4) {label}",
+                f"{statistics.mean(results[sizes[0]][key]) * 1000:.3f} ms",
+                f"mean / p99 by mailbox size, ×{count} interleaved: {vals}",
+            )
+        )
     big_s, small_s = results[sizes[0]]["status"], results[sizes[1]]["status"]
     m_big, m_small = statistics.mean(big_s), statistics.mean(small_s)
     med_big, med_small = pct(big_s, 50), pct(small_s, 50)
     # independence is judged on the medians (robust to scheduler noise on a 2-core box)
     indep = abs(med_big - med_small) <= max(0.25 * med_small, 0.00005)  # within 25 % (or 50 µs)
-    fig.targets.append(("(4) status() mean < 1 ms on both mailboxes",
-                        f"{m_big * 1000:.3f} / {m_small * 1000:.3f} ms",
-                        f"{sizes[0]} / {sizes[1]} messages; p99 {pct(big_s, 99) * 1000:.3f} / {pct(small_s, 99) * 1000:.3f} ms",
-                        m_big < 0.001 and m_small < 0.001))
-    cyc_big, cyc_small = statistics.mean(results[sizes[0]]["cycle"]), statistics.mean(results[sizes[1]]["cycle"])
-    fig.targets.append(("(4) whole quiet cycle mean < 1 ms", f"{cyc_big * 1000:.3f} / {cyc_small * 1000:.3f} ms",
-                        f"{sizes[0]} / {sizes[1]} messages: STATUS INBOX + Sent, settings re-read every 2 s",
-                        cyc_big < 0.001 and cyc_small < 0.001))
-    fig.targets.append(("(4) status() independent of mailbox size",
-                        f"{med_big / med_small:.2f}×",
-                        f"median {med_big * 1000:.3f} vs {med_small * 1000:.3f} ms on {sizes[0]} vs {sizes[1]} messages "
-                        f"(mean ratio {m_big / m_small:.2f}×); target within ±25 %", indep))
+    fig.targets.append(
+        (
+            "(4) status() mean < 1 ms on both mailboxes",
+            f"{m_big * 1000:.3f} / {m_small * 1000:.3f} ms",
+            f"{sizes[0]} / {sizes[1]} messages; p99 {pct(big_s, 99) * 1000:.3f} / {pct(small_s, 99) * 1000:.3f} ms",
+            m_big < 0.001 and m_small < 0.001,
+        )
+    )
+    cyc_big, cyc_small = (
+        statistics.mean(results[sizes[0]]["cycle"]),
+        statistics.mean(results[sizes[1]]["cycle"]),
+    )
+    fig.targets.append(
+        (
+            "(4) whole quiet cycle mean < 1 ms",
+            f"{cyc_big * 1000:.3f} / {cyc_small * 1000:.3f} ms",
+            f"{sizes[0]} / {sizes[1]} messages: STATUS INBOX + Sent, settings re-read every 2 s",
+            cyc_big < 0.001 and cyc_small < 0.001,
+        )
+    )
+    fig.targets.append(
+        (
+            "(4) status() independent of mailbox size",
+            f"{med_big / med_small:.2f}×",
+            f"median {med_big * 1000:.3f} vs {med_small * 1000:.3f} ms on {sizes[0]} vs {sizes[1]} messages "
+            f"(mean ratio {m_big / m_small:.2f}×); target within ±25 %",
+            indep,
+        )
+    )
 
 
 def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], object]]:  # type: ignore[no-untyped-def]
@@ -659,25 +925,35 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
     from imapclient import IMAPClient
 
     from shared.db.base import utcnow
+    from shared.netsafety import parse_networks
     from worker.imap.client import ImapSettings, open_session
     from worker.imap.session import ConnectionSync, PollerConfig
     from worker.imap.sync import status
 
     s = ImapSettings("127.0.0.1", server.port, "none", user, "pw-" + user)
-    client = open_session(s)
+    loopback = parse_networks(LOOPBACK)
+    client = open_session(s, allowed=loopback)
     client.select_folder("INBOX", readonly=True)  # as ConnectionSync leaves it (after IDLE)
     bare = IMAPClient("127.0.0.1", port=server.port, ssl=False, use_uid=True, timeout=120)
     bare.login(user, "pw-" + user)
     bare.select_folder("INBOX", readonly=True)
-    unselected = open_session(s)  # STATUS of a mailbox that is not the selected one
+    unselected = open_session(
+        s, allowed=loopback
+    )  # STATUS of a mailbox that is not the selected one
     # the whole quiet cycle as ConnectionSync._session runs it when nothing changed: a STATUS
     # per folder, then _wait's settings check (settings_now: one SELECT at most every
     # CONTROL_CHECK_SECONDS, so back-to-back cycles share it — as mail arriving in a burst
     # does); the connection row's last_sync_at is written only every MARK_EVERY_SECONDS,
     # timed on its own as "mark", and so is one settings SELECT ("settings").
     _, cid = team_connection(stack, server, user, None)
-    cs = ConnectionSync(cid, sessions=stack.sessions, box=box, owner="bench", config=PollerConfig(),
-                        on_stored=lambda ids: None)
+    cs = ConnectionSync(
+        cid,
+        sessions=stack.sessions,
+        box=box,
+        owner="bench",
+        config=PollerConfig(),
+        on_stored=lambda ids: None,
+    )
 
     def cycle() -> None:
         for folder in ("INBOX", "Sent"):
@@ -691,7 +967,7 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
         cs._mark(status="active", last_error=None, last_sync_at=utcnow())
 
     def login() -> None:  # connect, greeting, LOGIN, then LOGOUT (the whole throw-away session)
-        open_session(s).logout()
+        open_session(s, allowed=loopback).logout()
 
     def close() -> None:
         client.logout()
@@ -715,11 +991,15 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
 def report(fig: Figures, args: argparse.Namespace, wall: float) -> None:
     print()
     print("inboxlog IMAP sync benchmark")
-    print(f"  machine   {machine()}, "
-          f"Dovecot (private, loopback, plain IMAP), PostgreSQL + Redis on loopback")
-    print(f"  settings  N={args.messages} messages in INBOX, FETCH batch {BATCH} (product default), "
-          f"worker -c {args.concurrency}, {args.status_reps} STATUS reps, {args.logins} logins, "
-          f"counts polled every 50 ms" + (" (--quick)" if args.quick else ""))
+    print(
+        f"  machine   {machine()}, "
+        f"Dovecot (private, loopback, plain IMAP), PostgreSQL + Redis on loopback"
+    )
+    print(
+        f"  settings  N={args.messages} messages in INBOX, FETCH batch {BATCH} (product default), "
+        f"worker -c {args.concurrency}, {args.status_reps} STATUS reps, {args.logins} logins, "
+        f"counts polled every 50 ms" + (" (--quick)" if args.quick else "")
+    )
     print()
     print_figures(fig, wall)
 
@@ -729,17 +1009,38 @@ def _interrupt(*_: object) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", "--messages", type=int, default=10_000, help="messages in the mailbox (default 10000)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "-n", "--messages", type=int, default=10_000, help="messages in the mailbox (default 10000)"
+    )
     ap.add_argument("-c", "--concurrency", type=int, default=2, help="worker processes (default 2)")
-    ap.add_argument("--status-reps", type=int, default=1000, help="STATUS repetitions per mailbox (default 1000)")
-    ap.add_argument("--logins", type=int, default=50, help="fresh logins timed per mailbox (default 50)")
-    ap.add_argument("--timeout", type=float, default=600.0, help="give up waiting for a phase after this (s)")
+    ap.add_argument(
+        "--status-reps",
+        type=int,
+        default=1000,
+        help="STATUS repetitions per mailbox (default 1000)",
+    )
+    ap.add_argument(
+        "--logins", type=int, default=50, help="fresh logins timed per mailbox (default 50)"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=600.0, help="give up waiting for a phase after this (s)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: N=2000")
     ap.add_argument("--no-live", action="store_true", help="skip (3b), poller and worker together")
-    ap.add_argument("--profile", action="store_true", help="py-spy the poller during (2) and the worker during (3)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the poller during (2) and the worker during (3)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, profiles)")
-    ap.add_argument("--workdir", default=None, help="parent of the work directory (default: the system temp dir)")
+    ap.add_argument(
+        "--workdir",
+        default=None,
+        help="parent of the work directory (default: the system temp dir)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.messages = 2000

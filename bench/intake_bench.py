@@ -120,15 +120,52 @@ JA_LINES = [
     "納期につきましては、ご注文確定後およそ二週間を予定しております。",
     "引き続きどうぞよろしくお願いいたします。",
 ]
-EN_WORDS = ["quote", "order", "invoice", "meeting", "schedule", "delivery", "price", "contract", "team", "renewal", "licence", "seats", "onboarding", "support", "escalation", "follow-up", "proposal"]
-DOMAINS = ["acme.co.jp", "example-trading.jp", "globex.example", "initech.example", "umbrella.example",
-           "gmail.com", "yahoo.co.jp", "hooli.example", "stark.example", "wayne.example",
-           "tyrell.example", "cyberdyne.example", "soylent.example", "wonka.example", "oscorp.example"]
+EN_WORDS = [
+    "quote",
+    "order",
+    "invoice",
+    "meeting",
+    "schedule",
+    "delivery",
+    "price",
+    "contract",
+    "team",
+    "renewal",
+    "licence",
+    "seats",
+    "onboarding",
+    "support",
+    "escalation",
+    "follow-up",
+    "proposal",
+]
+DOMAINS = [
+    "acme.co.jp",
+    "example-trading.jp",
+    "globex.example",
+    "initech.example",
+    "umbrella.example",
+    "gmail.com",
+    "yahoo.co.jp",
+    "hooli.example",
+    "stark.example",
+    "wayne.example",
+    "tyrell.example",
+    "cyberdyne.example",
+    "soylent.example",
+    "wonka.example",
+    "oscorp.example",
+]
 
 
 def _recipient_pool(rnd: random.Random, n: int = 300) -> list[tuple[str, str]]:
-    return [(f"Contact {i}", f"c{i}.{rnd.choice(['ken', 'amy', 'yui', 'bob', 'sam'])}@{rnd.choice(DOMAINS)}")
-            for i in range(n)]
+    return [
+        (
+            f"Contact {i}",
+            f"c{i}.{rnd.choice(['ken', 'amy', 'yui', 'bob', 'sam'])}@{rnd.choice(DOMAINS)}",
+        )
+        for i in range(n)
+    ]
 
 
 def _body_text(rnd: random.Random, target: int) -> str:
@@ -138,7 +175,9 @@ def _body_text(rnd: random.Random, target: int) -> str:
             line = rnd.choice(JA_LINES)
             size += len(line.encode())
         else:
-            line = " ".join(rnd.choice(EN_WORDS) for _ in range(rnd.randint(8, 12))).capitalize() + "."
+            line = (
+                " ".join(rnd.choice(EN_WORDS) for _ in range(rnd.randint(8, 12))).capitalize() + "."
+            )
             size += len(line)
         out.append(line)
     return "\n".join(out) + "\n"
@@ -158,16 +197,23 @@ def build_messages(tag: str, n: int, seed: int, size: int = 10_000) -> list[tupl
     for i in range(n):
         m = EmailMessage(policy=SMTP_POLICY)
         m["From"] = f"Alice <{SENDER}>"
-        m["To"] = ", ".join(f"{name} <{addr}>" for name, addr in rnd.sample(pool, rnd.randint(1, 2)))
+        m["To"] = ", ".join(
+            f"{name} <{addr}>" for name, addr in rnd.sample(pool, rnd.randint(1, 2))
+        )
         style = i % 3
-        m["Subject"] = (f"お見積りの件 #{i}" if style else f"Re: {rnd.choice(EN_WORDS)} {tag} #{i}")
+        m["Subject"] = f"お見積りの件 #{i}" if style else f"Re: {rnd.choice(EN_WORDS)} {tag} #{i}"
         m["Date"] = format_datetime(base + timedelta(seconds=i))
         mid = f"bench-{tag}-{i}.{rnd.getrandbits(40):x}@ours.example"
         m["Message-ID"] = f"<{mid}>"
         if style == 2:
             text = _body_text(rnd, int(size * 0.9))
-            m.set_content(text.encode("iso2022_jp", "ignore"), maintype="text", subtype="plain",
-                          cte="7bit", params={"charset": "ISO-2022-JP"})
+            m.set_content(
+                text.encode("iso2022_jp", "ignore"),
+                maintype="text",
+                subtype="plain",
+                cte="7bit",
+                params={"charset": "ISO-2022-JP"},
+            )
         elif style == 1:
             text = _body_text(rnd, int(size * 0.35))
             m.set_content(text, cte="base64")
@@ -263,8 +309,9 @@ class LoadResult:
         return max(0.0, self.last_250 - self.first_mail)
 
 
-async def _load(port: int, rcpt: str, messages: list[tuple[str, bytes]], sessions: int,
-                rate: float | None) -> LoadResult:
+async def _load(
+    port: int, rcpt: str, messages: list[tuple[str, bytes]], sessions: int, rate: float | None
+) -> LoadResult:
     res = LoadResult()
     q: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
     clients = await asyncio.gather(*(SmtpClient.open(port) for _ in range(sessions)))
@@ -312,8 +359,13 @@ async def _load(port: int, rcpt: str, messages: list[tuple[str, bytes]], session
     return res
 
 
-def run_load(port: int, rcpt: str, messages: list[tuple[str, bytes]], sessions: int,
-             rate: float | None = None) -> LoadResult:
+def run_load(
+    port: int,
+    rcpt: str,
+    messages: list[tuple[str, bytes]],
+    sessions: int,
+    rate: float | None = None,
+) -> LoadResult:
     return asyncio.run(_load(port, rcpt, messages, sessions, rate))
 
 
@@ -330,11 +382,14 @@ def count_decisions(dsn: str, account_id: int) -> int:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM decisions WHERE account_id = %s", (account_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM decisions WHERE account_id = %s", (account_id,)
+        ).fetchone()[0]
 
 
-def wait_decisions(dsn: str, account_id: int, n: int, timeout: float, interval: float = 0.1
-                   ) -> list[tuple[float, int]]:
+def wait_decisions(
+    dsn: str, account_id: int, n: int, timeout: float, interval: float = 0.1
+) -> list[tuple[float, int]]:
     """Poll the decision count until it reaches ``n``; returns (monotonic time, count) samples."""
     import psycopg
 
@@ -342,8 +397,9 @@ def wait_decisions(dsn: str, account_id: int, n: int, timeout: float, interval: 
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            k = conn.execute("SELECT count(*) FROM decisions WHERE account_id = %s",
-                             (account_id,)).fetchone()[0]
+            k = conn.execute(
+                "SELECT count(*) FROM decisions WHERE account_id = %s", (account_id,)
+            ).fetchone()[0]
             samples.append((time.monotonic(), k))
             if k >= n:
                 break
@@ -392,9 +448,11 @@ class DecisionWatcher(threading.Thread):
         self.join(5)
 
 
-def sustained_rate(samples: list[tuple[float, int]], n: int, lo: float = 0.1, hi: float = 0.9
-                   ) -> float | None:
+def sustained_rate(
+    samples: list[tuple[float, int]], n: int, lo: float = 0.1, hi: float = 0.9
+) -> float | None:
     """Messages/s between the moments the count first reached lo*n and hi*n."""
+
     def first_at(k: float) -> float | None:
         return next((t for t, c in samples if c >= k), None)
 
@@ -423,8 +481,19 @@ def yardstick(kind: str, workdir: Path) -> Iterator[int]:
     directory = workdir / f"yardstick-{kind}"
     directory.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--yardstick-server", kind, "--port", str(port), "--dir", str(directory)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            __file__,
+            "--yardstick-server",
+            kind,
+            "--port",
+            str(port),
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         assert proc.stdout is not None
@@ -448,8 +517,9 @@ def redis_db() -> tuple[str, Callable[[], None]]:
     raise RuntimeError("no empty Redis db among 1-15")
 
 
-def cpu_note(label: str, before: dict[str, float], after: dict[str, float], messages: int,
-             wall: float) -> str:
+def cpu_note(
+    label: str, before: dict[str, float], after: dict[str, float], messages: int, wall: float
+) -> str:
     parts = []
     for name in ("gateway", "worker", "postgres", "redis", "bench"):
         if name in after:
@@ -465,9 +535,12 @@ def cpu_note(label: str, before: dict[str, float], after: dict[str, float], mess
 
 def describe_load(res: LoadResult) -> str:
     errs = ", ".join(f"{k}×{v}" for k, v in res.errors.items())
-    return f"{res.ok}/{res.sent} accepted in {res.span:.2f} s" + (f"; errors: {errs}" if errs else "") + \
-        f"; MAIL→250 p50/p99 {pct(res.txn, 50) * 1000:.0f}/{pct(res.txn, 99) * 1000:.0f} ms" + \
-        f"; client CPU {res.client_cpu:.1f} s"
+    return (
+        f"{res.ok}/{res.sent} accepted in {res.span:.2f} s"
+        + (f"; errors: {errs}" if errs else "")
+        + f"; MAIL→250 p50/p99 {pct(res.txn, 50) * 1000:.0f}/{pct(res.txn, 99) * 1000:.0f} ms"
+        + f"; client CPU {res.client_cpu:.1f} s"
+    )
 
 
 def run(args: argparse.Namespace) -> Figures:
@@ -496,10 +569,20 @@ def run(args: argparse.Namespace) -> Figures:
                 say(f"yardstick {kind}: {n} messages over {m} sessions")
                 run_load(port, "log@yardstick.example", msgs_accept[: min(n, 200)], m)  # warm up
                 yard[kind] = run_load(port, "log@yardstick.example", msgs_accept, m)
-        fig.rows.append(("bare aiosmtpd + file-per-message fsync", fmt_rate(yard["fsync"].accept_rate),
-                         describe_load(yard["fsync"])))
-        fig.rows.append(("bare aiosmtpd, stores nothing", fmt_rate(yard["null"].accept_rate),
-                         describe_load(yard["null"])))
+        fig.rows.append(
+            (
+                "bare aiosmtpd + file-per-message fsync",
+                fmt_rate(yard["fsync"].accept_rate),
+                describe_load(yard["fsync"]),
+            )
+        )
+        fig.rows.append(
+            (
+                "bare aiosmtpd, stores nothing",
+                fmt_rate(yard["null"].accept_rate),
+                describe_load(yard["null"]),
+            )
+        )
 
         redis_url, flush_redis = redis_db()
         try:
@@ -513,8 +596,19 @@ def run(args: argparse.Namespace) -> Figures:
                     INBOXLOG_SMTP_MAX_CONNECTIONS_PER_CLIENT=str(max(50, 2 * m)),
                 )
                 try:
-                    fig_stack(fig, args, stack, dsn, new_world, msgs_accept, msgs_live, msgs_lat,
-                              yard["fsync"].accept_rate, workdir, say)
+                    fig_stack(
+                        fig,
+                        args,
+                        stack,
+                        dsn,
+                        new_world,
+                        msgs_accept,
+                        msgs_live,
+                        msgs_lat,
+                        yard["fsync"].accept_rate,
+                        workdir,
+                        say,
+                    )
                 finally:
                     stack.close()
         finally:
@@ -526,8 +620,19 @@ def run(args: argparse.Namespace) -> Figures:
     return fig
 
 
-def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world,  # type: ignore[no-untyped-def]
-              msgs_accept, msgs_live, msgs_lat, fsync_rate: float, workdir: Path, say) -> None:
+def fig_stack(
+    fig: Figures,
+    args: argparse.Namespace,
+    stack,
+    dsn: str,
+    new_world,  # type: ignore[no-untyped-def]
+    msgs_accept,
+    msgs_live,
+    msgs_lat,
+    fsync_rate: float,
+    workdir: Path,
+    say,
+) -> None:
     n, m, conc = args.messages, args.sessions, args.concurrency
     w_acc, w_live, w_lat = (new_world(stack.sessions) for _ in range(3))
     stack.start_gateway()
@@ -535,7 +640,9 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     # warm the gateway (connection pool, directory) on a throwaway account
     w_warm = new_world(stack.sessions)
     time.sleep(2.5)  # let the directory refresh pick up all four accounts
-    run_load(stack.smtp_port, w_warm.bcc, build_messages("warm", min(n, 200), seed=9, size=args.size), m)
+    run_load(
+        stack.smtp_port, w_warm.bcc, build_messages("warm", min(n, 200), seed=9, size=args.size), m
+    )
 
     # --- (a) accept rate, worker stopped ---------------------------------------------------
     say(f"(a) gateway accept rate, worker stopped: {n} messages over {m} sessions")
@@ -547,11 +654,18 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     if spy:
         spy.send_signal(signal.SIGINT)
         spy.wait()
-    fig.rows.append(("(a) gateway accept rate, worker stopped", fmt_rate(acc.accept_rate), describe_load(acc)))
+    fig.rows.append(
+        ("(a) gateway accept rate, worker stopped", fmt_rate(acc.accept_rate), describe_load(acc))
+    )
     ratio = acc.accept_rate / fsync_rate if fsync_rate else 0.0
-    fig.targets.append(("(a) accept rate ≥ 80 % of bare-fsync yardstick",
-                        f"{acc.accept_rate:,.0f} vs {0.8 * fsync_rate:,.0f} msg/s", f"{ratio:.0%} of yardstick",
-                        ratio >= 0.8))
+    fig.targets.append(
+        (
+            "(a) accept rate ≥ 80 % of bare-fsync yardstick",
+            f"{acc.accept_rate:,.0f} vs {0.8 * fsync_rate:,.0f} msg/s",
+            f"{ratio:.0%} of yardstick",
+            ratio >= 0.8,
+        )
+    )
 
     # --- (b1) end-to-end: the worker draining the backlog -----------------------------------
     say(f"(b) worker -c {conc} draining a backlog of {acc.ok + min(n, 200)} stored messages")
@@ -572,16 +686,23 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     t_first = next((t for t, c in samples if c > 0), samples[-1][0])
     whole = done / (samples[-1][0] - t_first) if samples[-1][0] > t_first else None
     sus = sustained_rate(samples, acc.ok)
-    fig.rows.append(("(b1) end-to-end, worker draining backlog", fmt_rate(sus),
-                     f"10–90 % of decisions; {done}/{acc.ok} decided, {fmt_rate(whole)} first→last decision; "
-                     f"worker start {t_ready - t_start:.1f} s"))
+    fig.rows.append(
+        (
+            "(b1) end-to-end, worker draining backlog",
+            fmt_rate(sus),
+            f"10–90 % of decisions; {done}/{acc.ok} decided, {fmt_rate(whole)} first→last decision; "
+            f"worker start {t_ready - t_start:.1f} s",
+        )
+    )
     # the warm-up account's messages were queued first; make sure they are gone too
     wait_decisions(dsn, w_warm.account_id, min(n, 200), timeout=args.timeout)
 
     # --- (b2) end-to-end live: gateway and worker together ----------------------------------
     say(f"(b) live: {n} messages over {m} sessions with the worker running")
     box: dict[str, object] = {}
-    sender = threading.Thread(target=lambda: box.setdefault("r", run_load(stack.smtp_port, w_live.bcc, msgs_live, m)))
+    sender = threading.Thread(
+        target=lambda: box.setdefault("r", run_load(stack.smtp_port, w_live.bcc, msgs_live, m))
+    )
     c0, t0 = cpu_snapshot(groups), time.monotonic()
     sender.start()
     samples = wait_decisions(dsn, w_live.account_id, n, timeout=args.timeout)
@@ -591,13 +712,36 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     done = samples[-1][1]
     e2e_whole = done / (samples[-1][0] - live.first_mail) if done else 0.0
     sus_live = sustained_rate(samples, live.ok)
-    fig.rows.append(("(b2) gateway accept rate, worker running", fmt_rate(live.accept_rate), describe_load(live)))
-    fig.rows.append(("(b2) end-to-end live, worker running", fmt_rate(sus_live),
-                     f"10–90 % of decisions; {done}/{live.ok} decided; {e2e_whole:,.0f} msg/s first MAIL→last decision"))
-    fig.targets.append(("(b) end-to-end ≥ 300 msg/s sustained (live)", fmt_rate(sus_live), "b2, 10–90 %",
-                        sus_live is not None and sus_live >= 300))
-    fig.targets.append(("(b) end-to-end ≥ 300 msg/s sustained (backlog)", fmt_rate(sus), "b1, 10–90 %",
-                        sus is not None and sus >= 300))
+    fig.rows.append(
+        (
+            "(b2) gateway accept rate, worker running",
+            fmt_rate(live.accept_rate),
+            describe_load(live),
+        )
+    )
+    fig.rows.append(
+        (
+            "(b2) end-to-end live, worker running",
+            fmt_rate(sus_live),
+            f"10–90 % of decisions; {done}/{live.ok} decided; {e2e_whole:,.0f} msg/s first MAIL→last decision",
+        )
+    )
+    fig.targets.append(
+        (
+            "(b) end-to-end ≥ 300 msg/s sustained (live)",
+            fmt_rate(sus_live),
+            "b2, 10–90 %",
+            sus_live is not None and sus_live >= 300,
+        )
+    )
+    fig.targets.append(
+        (
+            "(b) end-to-end ≥ 300 msg/s sustained (backlog)",
+            fmt_rate(sus),
+            "b1, 10–90 %",
+            sus is not None and sus >= 300,
+        )
+    )
 
     # --- (c) latency at a fixed offered rate ------------------------------------------------
     k, rate = len(msgs_lat), args.rate
@@ -614,26 +758,55 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
     p50, p99 = pct(lats, 50), pct(lats, 99)
     qt = statistics.mean(watcher.query_times) * 1000 if watcher.query_times else float("nan")
     achieved = lat.ok / lat.span if lat.span else 0.0
-    fig.rows.append(("(c) 250 → decision row, p50", f"{p50 * 1000:,.0f} ms", f"{len(lats)} messages"
-                     + (f", {missing} never seen" if missing else "")))
-    fig.rows.append(("(c) 250 → decision row, p99", f"{p99 * 1000:,.0f} ms",
-                     f"max {max(lats, default=float('nan')) * 1000:,.0f} ms; poll every {args.poll * 1000:.0f} ms, "
-                     f"query {qt:.1f} ms avg"))
-    fig.rows.append(("(c) offered / achieved send rate", f"{rate:g} / {achieved:,.0f} msg/s",
-                     f"schedule lag p99 {pct(lat.sched_lag, 99) * 1000:,.0f} ms; " + describe_load(lat)))
-    fig.targets.append(("(c) p99 250→logged < 1 s at 100 msg/s", f"{p99 * 1000:,.0f} ms",
-                        f"p50 {p50 * 1000:,.0f} ms", (p99 < 1.0) if lats and not missing else False))
-    fig.notes.append(f"latency resolution: decisions polled every {args.poll * 1000:.0f} ms "
-                     f"(+{qt:.1f} ms query), so each latency is late by up to ~{args.poll * 1000 + qt:.0f} ms")
+    fig.rows.append(
+        (
+            "(c) 250 → decision row, p50",
+            f"{p50 * 1000:,.0f} ms",
+            f"{len(lats)} messages" + (f", {missing} never seen" if missing else ""),
+        )
+    )
+    fig.rows.append(
+        (
+            "(c) 250 → decision row, p99",
+            f"{p99 * 1000:,.0f} ms",
+            f"max {max(lats, default=float('nan')) * 1000:,.0f} ms; poll every {args.poll * 1000:.0f} ms, "
+            f"query {qt:.1f} ms avg",
+        )
+    )
+    fig.rows.append(
+        (
+            "(c) offered / achieved send rate",
+            f"{rate:g} / {achieved:,.0f} msg/s",
+            f"schedule lag p99 {pct(lat.sched_lag, 99) * 1000:,.0f} ms; " + describe_load(lat),
+        )
+    )
+    fig.targets.append(
+        (
+            "(c) p99 250→logged < 1 s at 100 msg/s",
+            f"{p99 * 1000:,.0f} ms",
+            f"p50 {p50 * 1000:,.0f} ms",
+            (p99 < 1.0) if lats and not missing else False,
+        )
+    )
+    fig.notes.append(
+        f"latency resolution: decisions polled every {args.poll * 1000:.0f} ms "
+        f"(+{qt:.1f} ms query), so each latency is late by up to ~{args.poll * 1000 + qt:.0f} ms"
+    )
 
     # sanity: outcomes and failures
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        outcomes = dict(conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall())
+        outcomes = dict(
+            conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall()
+        )
         failures = conn.execute("SELECT count(*) FROM failures").fetchone()[0]
-        stored = dict(conn.execute("SELECT status, count(*) FROM stored_messages GROUP BY status").fetchall())
-    fig.notes.append(f"decision outcomes {outcomes}; stored_messages by status {stored}; failures {failures}")
+        stored = dict(
+            conn.execute("SELECT status, count(*) FROM stored_messages GROUP BY status").fetchall()
+        )
+    fig.notes.append(
+        f"decision outcomes {outcomes}; stored_messages by status {stored}; failures {failures}"
+    )
     if args.profile:
         fig.notes.append(f"py-spy profiles in {workdir}")
 
@@ -641,11 +814,12 @@ def fig_stack(fig: Figures, args: argparse.Namespace, stack, dsn: str, new_world
 def report(fig: Figures, args: argparse.Namespace, wall: float) -> None:
     print()
     print("inboxlog intake benchmark")
-    print(f"  machine   {machine()}, "
-          f"PostgreSQL + Redis on loopback")
-    print(f"  settings  N={args.messages} messages, M={args.sessions} SMTP sessions, ~{args.size // 1000} KB each, "
-          f"worker -c {args.concurrency}, latency run {args.latency_messages} at {args.rate:g}/s"
-          + (" (--quick)" if args.quick else ""))
+    print(f"  machine   {machine()}, PostgreSQL + Redis on loopback")
+    print(
+        f"  settings  N={args.messages} messages, M={args.sessions} SMTP sessions, ~{args.size // 1000} KB each, "
+        f"worker -c {args.concurrency}, latency run {args.latency_messages} at {args.rate:g}/s"
+        + (" (--quick)" if args.quick else "")
+    )
     print()
     print_figures(fig, wall)
 
@@ -655,20 +829,50 @@ def _interrupt(*_: object) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", "--messages", type=int, default=3000, help="messages per throughput run (default 3000)")
-    ap.add_argument("-m", "--sessions", type=int, default=20, help="concurrent SMTP sessions (default 20)")
-    ap.add_argument("--size", type=int, default=10_000, help="approximate message size in bytes (default 10000)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "-n",
+        "--messages",
+        type=int,
+        default=3000,
+        help="messages per throughput run (default 3000)",
+    )
+    ap.add_argument(
+        "-m", "--sessions", type=int, default=20, help="concurrent SMTP sessions (default 20)"
+    )
+    ap.add_argument(
+        "--size", type=int, default=10_000, help="approximate message size in bytes (default 10000)"
+    )
     ap.add_argument("-c", "--concurrency", type=int, default=2, help="worker processes (default 2)")
-    ap.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run (default 100/s)")
-    ap.add_argument("--latency-messages", type=int, default=None,
-                    help="messages in the latency run (default 2000; --quick 500)")
-    ap.add_argument("--poll", type=float, default=0.02, help="decision polling interval in s (default 0.02)")
-    ap.add_argument("--timeout", type=float, default=600.0, help="give up waiting for decisions after this (s)")
+    ap.add_argument(
+        "--rate", type=float, default=100.0, help="offered rate for the latency run (default 100/s)"
+    )
+    ap.add_argument(
+        "--latency-messages",
+        type=int,
+        default=None,
+        help="messages in the latency run (default 2000; --quick 500)",
+    )
+    ap.add_argument(
+        "--poll", type=float, default=0.02, help="decision polling interval in s (default 0.02)"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=600.0, help="give up waiting for decisions after this (s)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: N=500, 500 in the latency run")
-    ap.add_argument("--profile", action="store_true", help="py-spy the gateway during (a) and the worker during (b1)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the gateway during (a) and the worker during (b1)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, profiles)")
-    ap.add_argument("--workdir", default=None, help="parent of the work directory (default: the system temp dir)")
+    ap.add_argument(
+        "--workdir",
+        default=None,
+        help="parent of the work directory (default: the system temp dir)",
+    )
     ap.add_argument("--yardstick-server", choices=("fsync", "null"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -14,13 +18,15 @@ from inboxlog.supervisor import Children
 from shared.config import ConfigError, Settings, ensure_admin_token, load_settings
 from shared.db.migrate import upgrade
 
+T = TypeVar("T")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """inboxlog: email ingestion for a CRM (SMTP gateway, IMAP pollers, Celery workers, API)."""
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
 
@@ -137,7 +143,7 @@ def poller() -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="Store messages the server received on or after this date (YYYY-MM-DD).",
 )
-def backfill(connection: int, since: object) -> None:
+def backfill(connection: int, since: datetime) -> None:
     """Backfill a connection's folders from a date, with a progress bar."""
     from inboxlog.poller_main import run_backfill
 
@@ -145,7 +151,7 @@ def backfill(connection: int, since: object) -> None:
         rt = build_runtime()
     except ConfigError as exc:
         _fail(exc)
-    stored = run_backfill(rt, connection, since.date())  # type: ignore[attr-defined]
+    stored = run_backfill(rt, connection, since.date())
     click.echo(f"backfill done: {stored} messages stored")
 
 
@@ -238,7 +244,7 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _status_table(report: dict) -> str:
+def _status_table(report: dict[str, Any]) -> str:
     p, lines = report["pipeline"], []
     depths = ", ".join(
         f"{q['name']} {'unreachable' if q['depth'] is None else q['depth']}"
@@ -266,6 +272,49 @@ def _status_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _stop_on_sigint() -> threading.Event:
+    """Make Ctrl-C (SIGINT) stop a long-running command: always, and at once.
+
+    Installed explicitly because Python leaves SIGINT alone when the process started with it
+    ignored — every background job of a non-interactive shell does (`cmd &` in a CI script)
+    — and then no KeyboardInterrupt ever comes. The handler sets a flag besides raising, so
+    an interrupt raised where Python must swallow it (a finalizer, a callback) still stops the
+    loop at its next check. A second Ctrl-C gets the default action: the process ends.
+    """
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _unless_stopped(fn: Callable[[], T], stop: threading.Event) -> T | None:
+    """``fn()`` in a daemon thread, waited for in short interruptible steps; None when
+    ``stop`` is set first. A call blocked in C (a SQLite busy wait, a socket) cannot delay
+    Ctrl-C, and a daemon thread does not hold the process open once the command returns."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="inboxlog-status-read", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        if stop.wait(0.1):
+            return None
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
 @main.command()
 @click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds (--watch).")
@@ -278,15 +327,22 @@ def status(watch: bool, interval: float, as_json: bool) -> None:
     from shared.metrics import QueueProbe
     from shared.services.ops import status_report
 
+    stop = _stop_on_sigint()
     try:
         rt = build_runtime(generate_admin_token=False)
     except ConfigError as exc:
         _fail(exc)
     probe = QueueProbe(rt.settings.effective_broker_url, cache_seconds=0)
+
+    def read() -> dict[str, Any]:
+        with rt.sessions() as session:
+            return status_report(session=session, account_id=None, depths=probe.depths())
+
     try:
-        while True:
-            with rt.sessions() as session:
-                report = status_report(session=session, account_id=None, depths=probe.depths())
+        while not stop.is_set():
+            report = _unless_stopped(read, stop)
+            if report is None:
+                return
             if as_json:
                 click.echo(json.dumps(report, default=lambda v: v.isoformat()))
             else:
@@ -295,9 +351,8 @@ def status(watch: bool, interval: float, as_json: bool) -> None:
                     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
                     click.echo(f"inboxlog status  {stamp}  (every {interval:g}s, Ctrl-C stops)")
                 click.echo(_status_table(report))
-            if not watch:
+            if not watch or stop.wait(interval):
                 return
-            time.sleep(interval)
     except KeyboardInterrupt:
         pass
 
@@ -312,10 +367,14 @@ def failures() -> None:
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout.")
 def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
-    """List failures, newest first (unresolved only unless --all)."""
+    """List failures, newest first (unresolved only unless --all).
+
+    The error text of personal-inbox mail is its owner's alone (§6, C4): here it shows as
+    hidden, with the connection it came from; the owner reads it in the API.
+    """
     import json
 
-    from shared.services.failures import failure_view, list_failures
+    from shared.services.failures import OPERATOR, failure_view, list_failures
 
     try:
         rt = build_runtime(generate_admin_token=False)
@@ -323,9 +382,9 @@ def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
         _fail(exc)
     with rt.sessions() as session:
         rows = [
-            failure_view(f)
+            failure_view(f, OPERATOR)
             for f in list_failures(
-                session=session, account_id=None, include_resolved=include_resolved, limit=limit
+                session=session, viewer=OPERATOR, include_resolved=include_resolved, limit=limit
             )
         ]
     if as_json:
@@ -339,9 +398,14 @@ def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
     for r in rows:
         created = r["created_at"].replace("T", " ")
         mark = " (resolved)" if r["resolved_at"] else ""
+        error = (
+            f"(personal mail of connection {r['connection_id']}: hidden)"
+            if r["redacted"]
+            else r["error"][:100]
+        )
         click.echo(
             f"{r['id']:>6}  {created:20}  {r['stored_message_id']:>7}  {r['stage']:10}  "
-            f"{r['attempts']:>5}  {r['error'][:100]}{mark}"
+            f"{r['attempts']:>5}  {error}{mark}"
         )
 
 
@@ -353,7 +417,7 @@ def failures_list(include_resolved: bool, limit: int, as_json: bool) -> None:
     default=None,
     help="Retry every unresolved failure recorded at or after this UTC time.",
 )
-def failures_retry(failure_id: int | None, since: object) -> None:
+def failures_retry(failure_id: int | None, since: datetime | None) -> None:
     """Put failed messages back into the pipeline (one by ID, or all --since a time)."""
     from datetime import UTC
 
@@ -374,7 +438,8 @@ def failures_retry(failure_id: int | None, since: object) -> None:
                 one = retry_failure(session=session, account_id=None, failure_id=failure_id)
                 ids = [one] if one is not None else []
             else:
-                after = since.replace(tzinfo=UTC)  # type: ignore[attr-defined]
+                assert since is not None  # checked above: exactly one of the two is given
+                after = since.replace(tzinfo=UTC)
                 ids = retry_failures_since(session=session, account_id=None, since=after)
     except DomainError as exc:
         _fail(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 import click
 import sqlalchemy as sa
@@ -19,7 +20,18 @@ from shared.services import accounts, inboxes, users
 from shared.services.accounts import intake_address
 
 
-def create_demo_account(sessions: sessionmaker[Session], domain: str) -> dict:
+class DemoAccount(TypedDict):
+    """The demo account's id, its two users' addresses and its three intake addresses."""
+
+    account_id: int
+    alice: str
+    hanako: str
+    bcc: str
+    forward: str
+    team: str
+
+
+def create_demo_account(sessions: sessionmaker[Session], domain: str) -> DemoAccount:
     with transaction(sessions) as s:
         account, alice, _ = accounts.create_account(
             session=s, name="Demo Co", admin_email="alice@demo-co.example", admin_name="Alice Sales"
@@ -52,7 +64,7 @@ def create_demo_account(sessions: sessionmaker[Session], domain: str) -> dict:
         }
 
 
-def send_samples(host: str, port: int, demo: dict) -> list[tuple[str, str]]:
+def send_samples(host: str, port: int, demo: DemoAccount) -> list[tuple[str, str]]:
     samples = [
         ("English BCC", demo["alice"], demo["bcc"], demo_mail.english_bcc(demo["alice"])),
         (
@@ -139,7 +151,7 @@ def report(
                     .where(EmailContact.contact_id == contact.id)
                 )
             )
-            owner = users_by_id.get(contact.owner_id, "-")
+            owner = "-" if contact.owner_id is None else users_by_id.get(contact.owner_id, "-")
             where = company.domain if company else "none — free mail"
             echo(f"  {contact.email}  (owner {owner}; company {where})")
             for subj in subjects:

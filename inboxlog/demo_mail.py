@@ -34,7 +34,8 @@ def japanese_bcc(hanako: str) -> bytes:
     m = MIMEText(body, "plain", "iso-2022-jp")
     m["From"] = formataddr((str(Header("佐藤 花子", "iso-2022-jp")), hanako))
     m["To"] = formataddr((str(Header("田中 太郎", "iso-2022-jp")), "tanaka@kaisha.co.jp"))
-    m["Subject"] = Header("お見積りの件（R2アーム）", "iso-2022-jp")
+    # The encoded word as text: the same bytes as a Header value, which typeshed does not allow.
+    m["Subject"] = Header("お見積りの件（R2アーム）", "iso-2022-jp").encode()
     _std(m, 5)
     return m.as_bytes()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.http.app import create_app
-from gateway.http.context import ApiContext
+from gateway.api.app import create_app
+from gateway.api.context import ApiContext
 from inboxlog.runtime import Runtime
 from shared.queueing import TaskSender
 

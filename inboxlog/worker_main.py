@@ -5,26 +5,40 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from inboxlog.runtime import Runtime
+from shared import counters
 from shared.queueing import QUEUE_INTAKE, TaskSender
 from worker.celery_app import create_celery
+from worker.claims import active_ids
 from worker.sweeper import Sweeper
 
 
 def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
     app = create_celery(rt.settings)
-    sweeper = Sweeper(rt.sessions, TaskSender(rt.settings), rt.settings.sweep_after_seconds)
+    sweeper = Sweeper(
+        rt.sessions,
+        TaskSender(rt.settings),
+        rt.settings.sweep_after_seconds,
+        retention_days=rt.settings.raw_retention_days,
+        active_ids=active_ids,
+    )
 
     # Started once the pool has forked, so no child inherits the sweeper's thread or connections.
     @worker_ready.connect(weak=False)
     def _start_sweeper(**_: Any) -> None:
         sweeper.start()
+        counters.start_flusher(rt.sessions)  # the main process fails messages too (claims)
 
     @worker_shutdown.connect(weak=False)
     def _stop_sweeper(**_: Any) -> None:
         sweeper.stop()
+        counters.stop_flusher()
+
+    @worker_process_shutdown.connect(weak=False)
+    def _last_counts(**_: Any) -> None:  # a pool child's last counts before it exits
+        counters.stop_flusher()
 
     app.worker_main(
         [

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 from pydantic import Field
@@ -57,17 +59,41 @@ class Settings(BaseSettings):
     poller_lease_seconds: float = 30.0
     # Messages per IMAP FETCH; each batch is stored and its cursor advanced in one transaction.
     imap_fetch_batch: int = 200
+    # Bytes per IMAP FETCH (by RFC822.SIZE): a batch of large messages stays within memory.
+    imap_fetch_bytes: int = 67_108_864
+    # CIDRs where user-named servers (IMAP, SMTP, OAuth endpoints) may live; everything private,
+    # loopback, link-local, CGNAT, multicast or cloud-metadata is refused unless listed (§6).
+    allowed_private_networks: str = ""
     sweep_after_seconds: int = 60
     # PEM certificate and key enabling STARTTLS on the SMTP gateway.
     smtp_tls_cert: str = ""
     smtp_tls_key: str = ""
     # Drop SMTP clients idle for this long.
     smtp_idle_timeout: float = 60.0
+    # Behind a TCP load balancer: read the client address from the PROXY protocol header (v1/v2)
+    # of connections from these CIDRs (comma-separated); connections from elsewhere are refused.
+    smtp_proxy_protocol: bool = False
+    smtp_trusted_proxies: str = ""
+    # Seconds a pipeline task may run (hard limit); the soft limit comes a little earlier.
+    task_time_limit: float = 120.0
+    # Days the raw bytes of mail that was not logged are kept (decisions keep their codes).
+    raw_retention_days: float = 30.0
+    # Serve /metrics without the operator token.
+    metrics_public: bool = False
+    # The base URL people's browsers and mail clients reach the API at.
+    public_url: str = "http://127.0.0.1:8025"
+    # CIDRs of reverse proxies whose X-Forwarded-For the HTTP API believes.
+    trusted_proxies: str = ""
     # "json" for one JSON object per log line, else plain text.
     log_format: str = "text"
     log_level: str = "INFO"
     # Working directory for generated files (secret key, admin token, embedded broker).
     data_dir: Path = Field(default_factory=lambda: Path.cwd())
+
+    @property
+    def soft_time_limit(self) -> float:
+        """When a task is asked to stop: a little before the hard limit kills it."""
+        return max(1.0, self.task_time_limit - max(1.0, min(10.0, self.task_time_limit / 10)))
 
     @property
     def is_embedded(self) -> bool:
@@ -81,7 +107,7 @@ class Settings(BaseSettings):
         return f"sqla+sqlite:///{(self.data_dir / 'inboxlog-broker.db').resolve()}"
 
 
-def _read_or_create_secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+def _read_or_create_secret_file(path: Path, make: Callable[[], str]) -> str:
     if path.exists():
         return path.read_text().strip()
     value = make()
@@ -91,9 +117,10 @@ def _read_or_create_secret_file(path: Path, make: callable) -> str:  # type: ign
     return value
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, then resolve the embedded-mode secret key."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    # Any: pydantic validates (and coerces) each override like the environment's strings.
+    settings = Settings(**overrides)
     if not settings.secret_key:
         if not settings.is_embedded:
             raise ConfigError(

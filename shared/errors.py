@@ -1,7 +1,8 @@
 """Domain errors, in two families that map onto transport behaviour.
 
-API-facing errors carry the machine-readable ``code`` of the §7 error envelope. Processing
-errors are either permanent (a failure record, no retry) or transient (retry with backoff).
+API-facing errors carry the machine-readable ``code`` of the §7 error envelope. A processing
+error is transient (retry with backoff) or, after a bounded number of attempts, a failure
+record (worker/pipeline/driver.py).
 """
 
 from __future__ import annotations
@@ -41,10 +42,6 @@ class Conflict(DomainError):
 class Invalid(DomainError):
     status = 422
     code = "validation_error"
-
-
-class PermanentError(Exception):
-    """Processing can never succeed for this input: record a failure, keep the raw message."""
 
 
 class TransientError(Exception):

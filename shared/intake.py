@@ -6,13 +6,16 @@ then acknowledge (SMTP 250) or advance a cursor (IMAP). Processing starts from t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared import counters
+from shared.db.base import clip, table_of, utcnow
 from shared.db.bulk import insert_each
 from shared.db.models import StoredMessage
 
@@ -31,27 +34,32 @@ class IncomingMessage:
     folder_role: str | None = None
     uidvalidity: int | None = None
     uid: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # What the gateway found about the sender of this copy (see gateway/smtp/senders.py).
+    sender_verdict: str | None = None
 
 
-def _row(item: IncomingMessage) -> dict:
+def _row(item: IncomingMessage) -> dict[str, Any]:
     now = utcnow()
     return {
         "account_id": item.account_id,
         "source": item.source,
         "raw": item.raw,
         "raw_size": len(item.raw),
-        "envelope_from": item.envelope_from,
+        # Envelope values come from the client: cut to their columns, never a failed commit
+        # that other SMTP sessions share (the raw message keeps everything whole).
+        "envelope_from": clip(item.envelope_from, 320),
         "envelope_to": list(item.envelope_to),
-        "client_address": item.client_address,
+        "client_address": clip(item.client_address, 64),
+        "sender_verdict": item.sender_verdict,
         "inbox_id": item.inbox_id,
         "connection_id": item.connection_id,
-        "folder": item.folder,
+        "folder": clip(item.folder, 500),
         "folder_role": item.folder_role,
         "uidvalidity": item.uidvalidity,
         "uid": item.uid,
         "status": "stored",
         "attempts": 0,
+        "solo_attempts": 0,
         "received_at": now,
         "updated_at": now,
     }
@@ -62,11 +70,19 @@ def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> lis
     for an IMAP message already stored for its folder generation (skipped by constraint)."""
     got = insert_each(
         session,
-        StoredMessage.__table__,
+        table_of(StoredMessage),
         [_row(item) for item in items],
         conflict=("connection_id", "folder", "uidvalidity", "uid"),
         returning=("id",),
     )
+    taken = Counter(i.source for i, r in zip(items, got, strict=True) if r is not None)
+    if taken:  # counted for /metrics once the rows are committed
+
+        def count() -> None:
+            for source, n in taken.items():
+                counters.count_received(source, n)
+
+        counters.on_commit(session, count)
     return [r[0] if r is not None else None for r in got]
 
 

@@ -1,9 +1,11 @@
-"""Prometheus figures computed from the database (and the broker) at scrape time.
+"""Prometheus figures for ``/metrics``: counters from the shared counter table, gauges from
+bounded live state, queue depths from the broker.
 
-The API process that serves ``/metrics`` is not the process that takes mail in or processes it,
-so process-global counters would only describe the API. Every figure is an aggregate query over
-the shared database instead — a custom :class:`Collector`, cached for a few seconds so that
-several scrapers (or the ops page) do not multiply the cost.
+The API process that serves ``/metrics`` is not the process that takes mail in or processes
+it: the processes that do the work count it and add their counts to ``ops_counters``
+(shared/counters.py). A scrape reads that table, the backlog and the unresolved failures
+through their partial indexes, and the connections — never the message tables. A custom
+:class:`Collector`, cached for a few seconds so several scrapers do not multiply the cost.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from kombu import Connection as BrokerConnection
+from kombu.connection import Connection as BrokerConnection
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,13 +26,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import counters
 from shared.db.base import utcnow
-from shared.db.models import Connection, Decision, Failure, StoredMessage
+from shared.db.models import Connection
 from shared.queueing import QUEUES
 from shared.services import ops
-
-# Seconds from arrival to the end of processing.
-LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class QueueProbe:
@@ -92,94 +92,86 @@ class QueueProbe:
             return dict(result)
 
 
-def _latency(session: Session) -> tuple[list[tuple[str, float]], float, int]:
-    lat = ops.epoch(session, StoredMessage.processed_at) - ops.epoch(
-        session, StoredMessage.received_at
-    )
-    cols = [sa.func.sum(sa.case((lat <= b, 1), else_=0)) for b in LATENCY_BUCKETS]
-    row = session.execute(
-        sa.select(*cols, sa.func.count(), sa.func.sum(lat)).where(
-            StoredMessage.status == "done", StoredMessage.processed_at.is_not(None)
-        )
-    ).one()
-    total = int(row[-2] or 0)
-    buckets = [(str(b), float(row[i] or 0)) for i, b in enumerate(LATENCY_BUCKETS)]
-    buckets.append(("+Inf", float(total)))
-    return buckets, float(row[-1] or 0.0), total
-
-
-def collect_families(session: Session, depths: dict[str, int | None]) -> list[Metric]:
-    """Every family, from a handful of aggregate queries."""
-    fams: list[Metric] = []
+def _families_from_counters(counts: dict[str, list[tuple[dict[str, str], float]]]) -> list[Metric]:
+    """The counter families, from the rows of ``ops_counters`` (shared/counters.py)."""
     received = CounterMetricFamily(
         "inboxlog_messages_received", "Messages taken in, by source.", labels=["source"]
     )
-    for source, n in session.execute(
-        sa.select(StoredMessage.source, sa.func.count()).group_by(StoredMessage.source)
-    ):
-        received.add_metric([source], n)
-    fams.append(received)
+    for labels, value in counts.get(counters.RECEIVED, []):
+        received.add_metric([labels.get("source", "")], value)
+    processed = CounterMetricFamily(
+        "inboxlog_messages_processed",
+        "Messages with a committed decision, by source and outcome.",
+        labels=["source", "outcome"],
+    )
+    outcomes = CounterMetricFamily(
+        "inboxlog_decisions", "Decisions by outcome.", labels=["outcome"]
+    )
+    by_outcome: dict[str, float] = {}
+    for labels, value in counts.get(counters.PROCESSED, []):
+        processed.add_metric([labels.get("source", ""), labels.get("outcome", "")], value)
+        outcome = labels.get("outcome", "")
+        by_outcome[outcome] = by_outcome.get(outcome, 0.0) + value
+    for outcome, value in sorted(by_outcome.items()):
+        outcomes.add_metric([outcome], value)
+    reasons = CounterMetricFamily(
+        "inboxlog_decision_reasons", "Decision reason codes by outcome.", labels=["outcome", "code"]
+    )
+    for labels, value in counts.get(counters.REASONS, []):
+        reasons.add_metric([labels.get("outcome", ""), labels.get("code", "")], value)
+    failures = CounterMetricFamily(
+        "inboxlog_failures", "Failure records by pipeline stage.", labels=["stage"]
+    )
+    for labels, value in counts.get(counters.FAILURES, []):
+        failures.add_metric([labels.get("stage", "")], value)
+    replies = CounterMetricFamily(
+        "inboxlog_smtp_replies", "SMTP end-of-DATA replies by code.", labels=["code"]
+    )
+    for labels, value in counts.get(counters.SMTP_REPLIES, []):
+        replies.add_metric([labels.get("code", "")], value)
+
+    per_bucket = {labels.get("le", ""): value for labels, value in counts.get(counters.LATENCY, [])}
+    buckets, running = [], 0.0
+    for bound in (*map(str, counters.LATENCY_BUCKETS), counters.INF):
+        running += per_bucket.get(bound, 0.0)
+        buckets.append((bound, running))
+    latency = HistogramMetricFamily(
+        "inboxlog_processing_latency_seconds",
+        "Seconds from a message's arrival to the commit of its decision.",
+    )
+    latency.add_metric([], buckets, per_bucket.get(counters.SUM, 0.0))
+    return [received, processed, outcomes, reasons, failures, latency, replies]
+
+
+def collect_families(session: Session, depths: dict[str, int | None]) -> list[Metric]:
+    """Every family. Bounded cost: the counter table (a row per series), the backlog through
+    its partial index, unresolved failures through theirs, the connections — never a scan of
+    the message tables, whatever their size."""
+    fams = _families_from_counters(counters.read_counts(session=session))
 
     pipeline = GaugeMetricFamily(
-        "inboxlog_pipeline_messages", "Stored messages by pipeline status.", labels=["status"]
+        "inboxlog_pipeline_messages",
+        "Messages waiting (stored) or being processed, by status.",
+        labels=["status"],
     )
-    for status, n in ops.pipeline_counts(session=session, account_id=None).items():
-        pipeline.add_metric([status], n)
+    backlog = ops.backlog(session=session)
+    for status in ops.BACKLOG_STATES:
+        pipeline.add_metric([status], backlog.counts.get(status, 0))
     fams.append(pipeline)
-    oldest = ops.oldest_unprocessed_seconds(session=session, account_id=None)
     fams.append(
         GaugeMetricFamily(
             "inboxlog_oldest_unprocessed_seconds",
             "Age of the oldest message not yet processed (0 when none).",
-            value=oldest or 0.0,
+            value=backlog.oldest_seconds or 0.0,
         )
     )
 
-    outcomes = CounterMetricFamily(
-        "inboxlog_decisions", "Decisions by outcome.", labels=["outcome"]
-    )
-    reasons = CounterMetricFamily(
-        "inboxlog_decision_reasons", "Decision reason codes by outcome.", labels=["outcome", "code"]
-    )
-    by_outcome: dict[str, int] = {}
-    by_code: dict[tuple[str, str], int] = {}
-    # Distinct (outcome, codes) combinations are few; expanding the code lists here keeps the
-    # query portable (no JSON unnesting) and the label set bounded by the reason-code table.
-    for outcome, codes, n in session.execute(
-        sa.select(Decision.outcome, Decision.codes, sa.func.count()).group_by(
-            Decision.outcome, Decision.codes
-        )
-    ):
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-        for code in codes or []:
-            by_code[(outcome, str(code))] = by_code.get((outcome, str(code)), 0) + n
-    for outcome, n in sorted(by_outcome.items()):
-        outcomes.add_metric([outcome], n)
-    for (outcome, code), n in sorted(by_code.items()):
-        reasons.add_metric([outcome, code], n)
-    fams += [outcomes, reasons]
-
-    failures = CounterMetricFamily(
-        "inboxlog_failures", "Failure records by pipeline stage.", labels=["stage"]
-    )
     unresolved = GaugeMetricFamily(
         "inboxlog_failures_unresolved", "Failures not yet resolved, by stage.", labels=["stage"]
     )
-    open_count = sa.func.sum(sa.case((Failure.resolved_at.is_(None), 1), else_=0))
-    for stage, n, still_open in session.execute(
-        sa.select(Failure.stage, sa.func.count(), open_count).group_by(Failure.stage)
-    ):
-        failures.add_metric([stage], n)
-        unresolved.add_metric([stage], int(still_open or 0))
-    fams += [failures, unresolved]
-
-    buckets, total_seconds, _ = _latency(session)
-    latency = HistogramMetricFamily(
-        "inboxlog_processing_latency_seconds",
-        "Seconds from a message's arrival to the end of its processing (done messages).",
-    )
-    latency.add_metric([], buckets, total_seconds)
-    fams.append(latency)
+    for stage, n in ops.unresolved_by_stage(session=session).items():
+        unresolved.add_metric([stage], n)
+    fams.append(unresolved)
 
     queue = GaugeMetricFamily(
         "inboxlog_queue_depth", "Tasks waiting in each broker queue.", labels=["queue"]
@@ -213,17 +205,12 @@ def collect_families(session: Session, depths: dict[str, int | None]) -> list[Me
             Connection.last_sync_at,
         ).where(Connection.imap_host.is_not(None), Connection.last_sync_at.is_not(None))
     ):
+        if last is None:  # filtered out above; for the type checker
+            continue
         labels = [str(cid), str(acc), kind, status]
         lag.add_metric(labels, max(0.0, (now - last).total_seconds()))
         last_ok.add_metric(labels, last.timestamp())
     fams += [lag, last_ok]
-
-    replies = CounterMetricFamily(
-        "inboxlog_smtp_replies", "SMTP end-of-DATA replies by code.", labels=["code"]
-    )
-    for code, n in ops.gateway_counts(session=session)["by_code"].items():
-        replies.add_metric([code], n)
-    fams.append(replies)
     return fams
 
 

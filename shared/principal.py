@@ -28,6 +28,12 @@ class Principal:
         if self.kind != "user":
             raise Forbidden("this route needs a user token", code="user_token_required")
 
+    def user_account_id(self) -> int:
+        """The account of a user caller; Forbidden for the operator, who has none."""
+        self.require_user()
+        assert self.account_id is not None  # every user principal is built with its account
+        return self.account_id
+
     def require_admin(self) -> None:
         self.require_user()
         if not self.is_admin:

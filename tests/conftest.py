@@ -12,8 +12,8 @@ import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from gateway.http.app import create_app
-from gateway.http.context import ApiContext
+from gateway.api.app import create_app
+from gateway.api.context import ApiContext
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db.engine import make_engine, make_session_factory

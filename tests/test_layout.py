@@ -56,3 +56,16 @@ def test_every_compose_service_runs_a_real_inboxlog_command() -> None:
     env = compose["x-inboxlog"]["environment"]
     for key in ("INBOXLOG_SECRET_KEY", "INBOXLOG_ADMIN_TOKEN"):
         assert ":?" in env[key], f"{key} must be required"
+
+
+def test_no_module_or_package_is_named_like_a_standard_library_one() -> None:
+    """``threading.py`` beside code that imports the stdlib's ``threading`` confuses readers and
+    tools; no module of ours takes a standard library name."""
+    stdlib = set(sys.stdlib_module_names)
+    clashes = []
+    for top in ("shared", "gateway", "worker", "inboxlog"):
+        for path in (REPO / top).rglob("*.py"):
+            name = path.parent.name if path.name == "__init__.py" else path.stem
+            if name in stdlib:
+                clashes.append(str(path.relative_to(REPO)))
+    assert clashes == []

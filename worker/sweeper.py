@@ -1,13 +1,19 @@
-"""Re-enqueues stored-but-unprocessed messages, so an emptied or lost broker loses no mail.
+"""The worker's main-process housekeeping thread: renews the claims of the rows its pool is
+processing (worker/claims.py), re-enqueues stored-but-unprocessed messages so an emptied or lost
+broker loses no mail, and runs retention (worker/retention.py) now and then.
 
-A row that keeps coming back (a message that kills its worker every time) is dead-lettered
-into a failure record after a bounded number of attempts.
+A row counts as stale when nobody touched it for ``older_than`` seconds: a stored row never
+taken, or a processing row whose worker stopped renewing its claim. A live worker renews its rows
+three times per ``older_than``, so a slow message is never handed to a second worker (§6). A row
+that keeps stopping its worker is retried alone and failed by the claim (worker/pipeline/claim.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,11 +22,12 @@ from shared.db.base import utcnow
 from shared.db.models import StoredMessage
 from shared.intake import stale_ids
 from shared.queueing import TaskSender
-from shared.services.failures import fail_message
+from worker.claims import renew
+from worker.retention import purge_raw
 
 log = logging.getLogger("inboxlog.sweeper")
 
-DEAD_LETTER_ATTEMPTS = 8
+RETENTION_EVERY_SECONDS = 600.0
 
 
 def sweep_once(sessions: sessionmaker[Session], sender: TaskSender, older_than: float) -> int:
@@ -28,29 +35,12 @@ def sweep_once(sessions: sessionmaker[Session], sender: TaskSender, older_than: 
         ids = stale_ids(session=session, older_than_seconds=older_than)
         if not ids:
             return 0
-        dead = list(
-            session.scalars(
-                sa.select(StoredMessage.id).where(
-                    StoredMessage.id.in_(ids), StoredMessage.attempts >= DEAD_LETTER_ATTEMPTS
-                )
-            )
-        )
-        for stored_id in dead:
-            fail_message(
-                session=session,
-                stored_id=stored_id,
-                stage="worker",
-                error="processing never completed (worker lost repeatedly)",
-                attempts=DEAD_LETTER_ATTEMPTS,
-            )
-        retry = [i for i in ids if i not in set(dead)]
         # Touch the rows so the next sweep waits its turn again.
         session.execute(
-            sa.update(StoredMessage).where(StoredMessage.id.in_(retry)).values(updated_at=utcnow())
+            sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=utcnow())
         )
-    sent = sender.process(retry)
-    if retry:
-        log.info("sweeper re-enqueued %s of %s stale messages", sent, len(retry))
+    sent = sender.process(ids)
+    log.info("sweeper re-enqueued %s of %s stale messages", sent, len(ids))
     return sent
 
 
@@ -61,18 +51,57 @@ class Sweeper(threading.Thread):
         sender: TaskSender,
         older_than: float,
         interval: float | None = None,
+        retention_days: float | None = None,
+        active_ids: Callable[[], list[int]] | None = None,
     ) -> None:
         super().__init__(name="inboxlog-sweeper", daemon=True)
         self.sessions, self.sender, self.older_than = sessions, sender, older_than
         self.interval = interval if interval is not None else max(1.0, min(30.0, older_than / 2))
+        self.renew_every = max(0.2, older_than / 3)
+        self.retention_days = retention_days
+        self.active_ids = active_ids
         self.stopped = threading.Event()
+        # Retention looks about ten times per retention period, at most every 10 minutes.
+        self.retention_every = (
+            min(RETENTION_EVERY_SECONDS, retention_days * 86400 / 10) if retention_days else 0.0
+        )
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                sweep_once(self.sessions, self.sender, self.older_than)
-            except Exception as exc:  # database down: try again next round
-                log.warning("sweep failed: %s", type(exc).__name__)
+        now = time.monotonic()
+        due = {"sweep": now + self.interval}
+        if self.active_ids is not None:
+            due["renew"] = now
+        if self.retention_days is not None:
+            due["retention"] = now + self.interval
+        while not self.stopped.is_set():
+            now = time.monotonic()
+            if self.active_ids is not None and now >= due["renew"]:
+                due["renew"] = now + self.renew_every
+                self._step("claim renewal", self._renew)
+            if now >= due["sweep"]:
+                due["sweep"] = now + self.interval
+                self._step("sweep", lambda: sweep_once(self.sessions, self.sender, self.older_than))
+            if self.retention_days is not None and now >= due["retention"]:
+                due["retention"] = now + self.retention_every
+                self._step("retention", self._retention)
+            wait = min(due.values()) - time.monotonic()
+            self.stopped.wait(max(0.05, wait))
+
+    def _renew(self) -> None:
+        assert self.active_ids is not None
+        renew(self.sessions, self.active_ids())
+
+    def _retention(self) -> None:
+        assert self.retention_days is not None
+        purged = purge_raw(self.sessions, self.retention_days)
+        if purged:
+            log.info("retention: raw bytes of %s message(s) deleted", purged)
+
+    def _step(self, name: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # database down: the next round tries again
+            log.warning("%s failed: %s", name, type(exc).__name__)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -1,9 +1,8 @@
-"""Assembles and runs the gateway: directory refresh, group-commit store, enqueuer, server."""
+"""Assembles and runs the gateway: directory, group-commit store, enqueuer, server, counters."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import ssl
@@ -11,20 +10,18 @@ import ssl
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.smtp.directory import Directory
-from gateway.smtp.handler import GatewayStats, IntakeHandler
+from gateway.smtp.handler import IntakeHandler
 from gateway.smtp.ratelimit import RateLimiter
 from gateway.smtp.server import GatewayServer
 from gateway.smtp.store import GroupCommitStore
 from gateway.smtp.verify import DnsFunc
-from shared.config import Settings
+from shared import counters
+from shared.config import ConfigError, Settings
+from shared.db.engine import make_engine, make_session_factory
+from shared.networks import Networks
 from shared.queueing import Enqueuer, TaskSender
-from shared.services.ops import add_gateway_counts
 
 log = logging.getLogger("inboxlog.gateway")
-
-REFRESH_SECONDS = 2.0
-# How often this gateway adds its reply counts to the shared counter table (for /metrics).
-COUNTER_FLUSH_SECONDS = 5.0
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -35,6 +32,30 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def trusted_proxies(settings: Settings) -> Networks | None:
+    """The load balancers whose PROXY header names the client, when the protocol is on."""
+    if not settings.smtp_proxy_protocol:
+        return None
+    networks = Networks.parse(settings.smtp_trusted_proxies)
+    if not networks:
+        raise ConfigError(
+            "INBOXLOG_SMTP_PROXY_PROTOCOL=true needs INBOXLOG_SMTP_TRUSTED_PROXIES (CIDRs of the "
+            "load balancers allowed to name clients)"
+        )
+    return networks
+
+
+def directory_sessions(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> sessionmaker[Session]:
+    """The directory's own small pool on PostgreSQL, without pre-ping: its reads run at every
+    DATA, and it replaces a dropped connection itself (directory.py)."""
+    if settings.is_embedded:
+        return sessions
+    engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=2, max_overflow=4)
+    return make_session_factory(engine)
+
+
 def build_gateway(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -43,7 +64,7 @@ def build_gateway(
     dnsfunc: DnsFunc | None = None,
     port: int | None = None,
 ) -> tuple[GatewayServer, Directory, GroupCommitStore, Enqueuer | None]:
-    directory = Directory(sessions, settings.logging_domain)
+    directory = Directory(directory_sessions(settings, sessions), settings.logging_domain)
     store = GroupCommitStore(sessions)
     enqueuer = Enqueuer(sender) if sender is not None else None
     handler = IntakeHandler(
@@ -63,67 +84,16 @@ def build_gateway(
         idle_timeout=settings.smtp_idle_timeout,
         tls_context=tls_context(settings),
         max_connections_per_client=settings.smtp_max_connections_per_client,
+        trusted_proxies=trusted_proxies(settings),
     )
     return server, directory, store, enqueuer
 
 
-async def _refresh_forever(directory: Directory) -> None:
-    while True:
-        await asyncio.to_thread(directory.refresh)
-        await asyncio.sleep(REFRESH_SECONDS)
-
-
-class CounterFlusher:
-    """Adds this gateway's in-memory reply counts to ``gateway_counters`` as deltas.
-
-    The snapshot is taken on the event loop (where the counts change) and the write happens in
-    a thread; a failed write leaves the delta pending for the next flush, so nothing is lost or
-    counted twice.
-    """
-
-    def __init__(self, stats: GatewayStats, sessions: sessionmaker[Session]) -> None:
-        self.stats, self.sessions = stats, sessions
-        self.flushed: dict[str, int] = {}
-
-    def pending(self) -> dict[str, int]:
-        return {
-            code: n - self.flushed.get(code, 0)
-            for code, n in self.stats.replies.items()
-            if n != self.flushed.get(code, 0)
-        }
-
-    def _write(self, deltas: dict[str, int]) -> None:
-        with self.sessions() as session, session.begin():
-            add_gateway_counts(session=session, deltas=deltas)
-
-    async def flush(self) -> None:
-        deltas = self.pending()
-        if not deltas:
-            return
-        await asyncio.to_thread(self._write, deltas)
-        for code, delta in deltas.items():
-            self.flushed[code] = self.flushed.get(code, 0) + delta
-
-    async def flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except Exception as exc:  # database down: the deltas wait for the next flush
-            log.warning("gateway counters not flushed: %s", type(exc).__name__)
-
-
-async def _flush_forever(flusher: CounterFlusher, every: float = COUNTER_FLUSH_SECONDS) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await flusher.flush_logged()
-
-
 async def serve(settings: Settings, sessions: sessionmaker[Session], sender: TaskSender) -> None:
-    server, directory, store, enqueuer = build_gateway(settings, sessions, sender=sender)
-    await asyncio.to_thread(directory.refresh)
+    server, _, store, enqueuer = build_gateway(settings, sessions, sender=sender)
     await server.start()
-    refresher = asyncio.create_task(_refresh_forever(directory))
-    flusher = CounterFlusher(server.handler.stats, sessions)
-    flushing = asyncio.create_task(_flush_forever(flusher))
+    # Reply counts reach /metrics through the shared counter table (shared/counters.py).
+    counters.start_flusher(sessions)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,11 +101,7 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
     await stop.wait()
     log.info("shutting down: finishing transactions in flight")
     await server.drain_and_stop()
-    for task in (refresher, flushing):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await flusher.flush_logged()  # the counts of the last seconds before shutdown
+    await asyncio.to_thread(counters.stop_flusher)  # counts the last seconds before shutdown
     await asyncio.to_thread(store.close)
     if enqueuer is not None:
         await asyncio.to_thread(enqueuer.close)

@@ -1,22 +1,41 @@
-"""The in-memory copy of intake addresses and sender facts that RCPT and DATA are answered from.
+"""What RCPT and DATA are answered from: intake routes and each account's facts, cached and kept
+honest by the database (§6).
 
-Refreshed from the database in the background; a recipient that is not found triggers an early
-refresh, so a newly created account or inbox works within a moment.
+- Routes: an intake address never changes once created (there is no route that deletes an
+  account or inbox, and tokens are never reused), so a found route is cached for good. An address
+  the cache does not know costs one indexed lookup; an address at the logging domain that does not
+  exist is remembered (bounded, expiring) so a dictionary attack costs one lookup per address. An
+  address is unguessable (≥ 128 random bits) and unknown to anyone until the API has answered with
+  it, so a remembered miss can never hide an address someone was given.
+- Account facts (users, proven addresses, settings): every answer that depends on them first reads
+  the accounts' ``config_version`` — one primary-key read, which every change made through the API
+  bumps in its own transaction — and reloads an account only when its version moved. So a new
+  user, a deactivation or a settings change is in force the moment the API has answered, and the
+  load on the database grows with the rate of changes, never with the number of accounts.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.models import Account, Connection, User
-from shared.services.accounts import intake_routes, settings_of
+from shared.db.engine import single_read
+from shared.db.models import Account, TeamInbox
+from shared.rules.logging_decision import AccountFacts
+from shared.services.account_facts import load_account_facts
 
-log = logging.getLogger("inboxlog.gateway")
+T = TypeVar("T")
+# Remembered unknown addresses: enough for a large dictionary attack, bounded in memory.
+NEGATIVE_LIMIT = 100_000
+NEGATIVE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -27,72 +46,108 @@ class Route:
 
 
 @dataclass(frozen=True)
-class AccountPolicy:
-    sender_verification: str
-    trusted_authserv_ids: frozenset[str]
-    # Active users' primary and personal connected addresses.
-    active_senders: frozenset[str]
+class Policy:
+    """An account's facts as of ``version``."""
+
+    version: int
+    facts: AccountFacts
 
 
-@dataclass
-class Snapshot:
-    routes: dict[str, Route] = field(default_factory=dict)
-    policies: dict[int, AccountPolicy] = field(default_factory=dict)
-
-
-def load_snapshot(sessions: sessionmaker[Session], logging_domain: str) -> Snapshot:
-    with sessions() as session:
-        routes = {
-            addr: Route(kind, acc, inbox or None)
-            for addr, (kind, acc, inbox) in intake_routes(
-                session=session, logging_domain=logging_domain
-            ).items()
-        }
-        senders: dict[int, set[str]] = {}
-        for acc, email in session.execute(
-            sa.select(User.account_id, User.email).where(User.active.is_(True))
-        ):
-            senders.setdefault(acc, set()).add(email)
-        for acc, address in session.execute(
-            sa.select(Connection.account_id, Connection.address)
-            .join(User, User.id == Connection.user_id)
-            .where(Connection.kind == "personal", User.active.is_(True))
-        ):
-            senders.setdefault(acc, set()).add(address)
-        policies = {}
-        for account in session.scalars(sa.select(Account)):
-            s = settings_of(account)
-            policies[account.id] = AccountPolicy(
-                s.sender_verification,
-                frozenset(s.trusted_authserv_ids),
-                frozenset(senders.get(account.id, ())),
-            )
-    return Snapshot(routes, policies)
+_A, _T = Account.__table__.c, TeamInbox.__table__.c
+_NO_INBOX = sa.cast(sa.null(), sa.Integer)
+# One round trip, three unique-index probes.
+_ROUTE_BY_TOKEN = sa.union_all(
+    sa.select(sa.literal("bcc"), _A.id, _NO_INBOX).where(_A.bcc_token == sa.bindparam("t")),
+    sa.select(sa.literal("forward"), _A.id, _NO_INBOX).where(_A.forward_token == sa.bindparam("t")),
+    sa.select(sa.literal("team"), _T.account_id, _T.id).where(
+        _T.forward_token == sa.bindparam("t")
+    ),
+)
+_VERSIONS = sa.select(_A.id, _A.config_version).where(
+    _A.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 class Directory:
     def __init__(self, sessions: sessionmaker[Session], logging_domain: str) -> None:
-        self.sessions, self.logging_domain = sessions, logging_domain
-        self.snapshot: Snapshot | None = None
-        self.load_started_at = 0.0
+        self.sessions, self.logging_domain = sessions, logging_domain.lower()
+        self._routes: dict[str, Route] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._policies: dict[int, Policy] = {}
+        self._lock = threading.Lock()  # the caches are read on the loop and filled in threads
 
-    def refresh(self) -> bool:
-        """Reload from the database (blocking); False when the database is unavailable."""
-        started = time.monotonic()
-        try:
-            self.snapshot = load_snapshot(self.sessions, self.logging_domain)
-            self.load_started_at = max(self.load_started_at, started)
+    # -- RCPT ----------------------------------------------------------------------------------
+    def at_logging_domain(self, address: str) -> bool:
+        return address.endswith("@" + self.logging_domain)
+
+    def cached_route(self, address: str) -> Route | None:
+        """The route if known, without touching the database (safe on the event loop)."""
+        return self._routes.get(address)
+
+    def known_unknown(self, address: str, now: float | None = None) -> bool:
+        """Whether ``address`` was looked up recently and did not exist."""
+        with self._lock:
+            seen = self._unknown.get(address)
+            if seen is None:
+                return False
+            if (time.monotonic() if now is None else now) - seen > NEGATIVE_SECONDS:
+                del self._unknown[address]
+                return False
             return True
-        except Exception as exc:
-            log.warning("directory refresh failed: %s", type(exc).__name__)
-            return False
 
-    @property
-    def ready(self) -> bool:
-        return self.snapshot is not None
+    def lookup_route(self, address: str) -> Route | None:
+        """The route of an intake address from the database (blocking; one indexed lookup)."""
+        local = address.rpartition("@")[0]
+        row = self._read(lambda conn: conn.execute(_ROUTE_BY_TOKEN, {"t": local}).first())
+        with self._lock:
+            if row is None:
+                self._unknown[address] = time.monotonic()
+                self._unknown.move_to_end(address)
+                while len(self._unknown) > NEGATIVE_LIMIT:
+                    self._unknown.popitem(last=False)
+                return None
+            route = Route(row[0], row[1], row[2])
+            self._routes[address] = route
+            return route
 
-    def route(self, address: str) -> Route | None:
-        return self.snapshot.routes.get(address) if self.snapshot else None
+    def _read(self, query: Callable[[sa.Connection], T]) -> T:
+        """One read in autocommit. The gateway's directory engine skips the pool's pre-ping
+        (a round trip per read, at every DATA): a connection the server dropped fails the read
+        once and is replaced, and the read is tried again on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                with single_read(self.sessions) as conn:
+                    return query(conn)
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
-    def policy(self, account_id: int) -> AccountPolicy | None:
-        return self.snapshot.policies.get(account_id) if self.snapshot else None
+    # -- DATA ----------------------------------------------------------------------------------
+    def _version(self, account_id: int) -> int | None:
+        policy = self._policies.get(account_id)
+        return None if policy is None else policy.version
+
+    def current_facts(self, account_ids: set[int]) -> dict[int, AccountFacts]:
+        """Each account's facts, current as of now (blocking): one version read, and a reload
+        of an account only when a change bumped its version since it was cached."""
+        if not account_ids:
+            return {}
+        ids = sorted(account_ids)
+        versions: dict[int, int] = self._read(
+            lambda conn: {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})}
+        )
+        stale = [a for a, v in versions.items() if self._version(a) != v]
+        if stale:
+            with self.sessions() as session:
+                for account in session.scalars(sa.select(Account).where(Account.id.in_(stale))):
+                    policy = Policy(
+                        account.config_version,
+                        load_account_facts(session, account, self.logging_domain),
+                    )
+                    with self._lock:
+                        old = self._policies.get(account.id)
+                        # A slower reload never replaces a newer one.
+                        if old is None or old.version <= policy.version:
+                            self._policies[account.id] = policy
+        return {a: self._policies[a].facts for a in versions if a in self._policies}

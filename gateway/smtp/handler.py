@@ -1,48 +1,133 @@
-"""The aiosmtpd handler: recipients checked early, sender verified, raw bytes stored, then 250.
+"""The aiosmtpd handler: recipients checked early, senders judged, raw bytes stored, then 250.
 
 Zulip's rule applies: the authoritative checks happen in the worker, but we reject now whatever
-we can reject simply. Envelope data goes into columns, never into headers.
+we can reject simply. Envelope data (and what the gateway found about the sender) goes into
+columns, never into headers. As aiosmtpd's hooks promise, the handler owns every reply it sends,
+failures included (``handle_exception``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.smtp import replies
-from gateway.smtp.directory import Directory, Route
+from gateway.smtp.directory import Route
 from gateway.smtp.ratelimit import RateLimiter
-from gateway.smtp.store import GroupCommitStore
-from gateway.smtp.verify import DnsFunc, sender_allowed
+from gateway.smtp.senders import REFUSED, Copy, judge, may_check_signatures
+from gateway.smtp.verify import DnsFunc, header_from
+from shared.counters import PROCESS, Counters, count_smtp_reply
 from shared.intake import IncomingMessage
 from shared.mail.addresses import normalize_address
 from shared.queueing import Enqueuer
+from shared.rules.logging_decision import AccountFacts
+
+if TYPE_CHECKING:
+    from gateway.smtp.server import IntakeSMTP
 
 log = logging.getLogger("inboxlog.gateway")
 
 
+class RouteDirectory(Protocol):
+    """Where routes and account facts come from (gateway/smtp/directory.py; a fake in the
+    transcript tests)."""
+
+    def at_logging_domain(self, address: str) -> bool: ...
+    def cached_route(self, address: str) -> Route | None: ...
+    def known_unknown(self, address: str) -> bool: ...
+    def lookup_route(self, address: str) -> Route | None: ...
+    def current_facts(self, account_ids: set[int]) -> dict[int, AccountFacts]: ...
+
+
+class MessageStore(Protocol):
+    """Durable storage: answers once the messages are on disk (gateway/smtp/store.py)."""
+
+    async def store(self, items: Sequence[IncomingMessage]) -> list[int | None]: ...
+
+
+class FreshFacts:
+    """The account facts DATA answers from, current as of the moment each request arrived —
+    with one read for every DATA that arrived while the previous read was under way (like the
+    group commit of the store): a read that started before a request arrived never answers it,
+    so a change the API answered before the client's DATA is always seen."""
+
+    def __init__(self, directory: RouteDirectory) -> None:
+        self.directory = directory
+        self._waiting: list[tuple[set[int], asyncio.Future[dict[int, AccountFacts]]]] = []
+        self._reading = False
+
+    async def get(self, account_ids: set[int]) -> dict[int, AccountFacts]:
+        fut: asyncio.Future[dict[int, AccountFacts]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((account_ids, fut))
+        if not self._reading:
+            self._reading = True
+            asyncio.get_running_loop().create_task(self._read())
+        return await fut
+
+    async def _read(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                wanted: set[int] = set().union(*(ids for ids, _ in batch))
+                try:
+                    facts = await asyncio.to_thread(self.directory.current_facts, wanted)
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for ids, fut in batch:
+                    if not fut.done():
+                        fut.set_result({a: facts[a] for a in ids if a in facts})
+        finally:
+            self._reading = False
+
+
 @dataclass
 class GatewayStats:
-    """Replies by code, for /metrics and `inboxlog status`."""
+    """Replies by code: kept here, and counted for /metrics and `inboxlog status` through the
+    process's counters (shared/counters.py), which a flusher adds to the shared table."""
 
     replies: dict[str, int] = field(default_factory=dict)
+    counters: Counters = field(default_factory=lambda: PROCESS)
 
     def count(self, status: str) -> None:
         code = status[:3]
         self.replies[code] = self.replies.get(code, 0) + 1
+        count_smtp_reply(code, counters=self.counters)
+
+
+def client_of(session: Session) -> str | None:
+    """The client's address: from the PROXY header behind a load balancer, else the peer."""
+    proxy = session.proxy_data
+    if proxy is not None and proxy.src_addr is not None:
+        return str(proxy.src_addr)
+    return str(session.peer[0]) if session.peer else None
+
+
+# The transaction's intake routes ride on aiosmtpd's Envelope, which has no field for them:
+# these two are the only places that touch that extra attribute.
+def routes_of(envelope: Envelope) -> list[Route]:
+    routes: list[Route] = getattr(envelope, "routes", None) or []
+    return routes
+
+
+def set_routes(envelope: Envelope, routes: list[Route]) -> None:
+    setattr(envelope, "routes", routes)  # noqa: B010  (not a field of Envelope)
 
 
 class IntakeHandler:
     def __init__(
         self,
         *,
-        directory: Directory,
-        store: GroupCommitStore,
+        directory: RouteDirectory,
+        store: MessageStore,
         enqueuer: Enqueuer | None,
         max_recipients: int,
         client_limiter: RateLimiter,
@@ -54,10 +139,18 @@ class IntakeHandler:
         self.max_recipients = max_recipients
         self.client_limiter, self.account_limiter = client_limiter, account_limiter
         self.dnsfunc, self.on_stored = dnsfunc, on_stored
+        self.fresh = FreshFacts(directory)
         # Sessions between MAIL and the end of DATA: a graceful shutdown waits for them.
         self.transactions: set[int] = set()
         self.stats = GatewayStats()
-        self._refresh_lock = asyncio.Lock()
+
+    async def handle_PROXY(
+        self, server: IntakeSMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
+    ) -> bool:
+        """A load balancer's PROXY header names the client; False closes the connection.
+
+        Only IntakeSMTP reads PROXY headers (with trusted proxies configured)."""
+        return server.admit_client(client_of(session))
 
     async def handle_MAIL(
         self,
@@ -67,12 +160,12 @@ class IntakeHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if not self.client_limiter.allow(session.peer[0] if session.peer else None):
+        if not self.client_limiter.allow(client_of(session)):
             self.stats.count(replies.RATE_LIMITED)
             return replies.RATE_LIMITED
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        envelope.routes = []  # type: ignore[attr-defined]
+        set_routes(envelope, [])
         self.transactions.add(id(session))
         return replies.OK_MAIL
 
@@ -89,35 +182,35 @@ class IntakeHandler:
             self.stats.count(status)  # RCPT refusals count as rejections too
         return status
 
+    async def _route(self, address: str) -> Route | None:
+        directory = self.directory
+        route = directory.cached_route(address)
+        if route is not None or not directory.at_logging_domain(address):
+            return route
+        if directory.known_unknown(address):
+            return None
+        # Not known here yet (created a moment ago, or made up): the database decides.
+        return await asyncio.to_thread(directory.lookup_route, address)
+
     async def _rcpt(self, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
-        if not self.directory.ready and not await asyncio.to_thread(self.directory.refresh):
+        try:
+            route = await self._route(normalize_address(address))
+        except Exception as exc:
+            log.warning("recipient lookup failed: %s", type(exc).__name__)
             return replies.DIRECTORY_UNAVAILABLE
-        key = normalize_address(address)
-        route = self.directory.route(key)
-        if route is None and key.endswith("@" + self.directory.logging_domain):
-            # Maybe created a moment ago: answer from a copy loaded after this RCPT arrived.
-            # Concurrent misses share one reload, and the rate limits bound how often it runs.
-            await self._refresh_after(time.monotonic())
-            route = self.directory.route(key)
         if route is None:
             return replies.NO_SUCH_ADDRESS
         if not self.account_limiter.allow(route.account_id):
             return replies.RATE_LIMITED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        if not hasattr(envelope, "routes"):
-            envelope.routes = []  # type: ignore[attr-defined]
-        if route not in envelope.routes:  # type: ignore[attr-defined]
-            envelope.routes.append(route)  # type: ignore[attr-defined]
+        routes = routes_of(envelope)
+        if route not in routes:
+            routes.append(route)
+        set_routes(envelope, routes)
         return replies.OK_RCPT
-
-    async def _refresh_after(self, asked_at: float) -> None:
-        async with self._refresh_lock:
-            if self.directory.load_started_at >= asked_at:
-                return
-            await asyncio.to_thread(self.directory.refresh)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         try:
@@ -131,44 +224,43 @@ class IntakeHandler:
         self.transactions.discard(id(session))
         return "250 2.0.0 OK"
 
-    async def _allowed(self, raw: bytes, route: Route) -> bool:
-        # A team inbox's forward_address takes mail from anyone: customers write to it.
-        if route.kind == "team":
-            return True
-        policy = self.directory.policy(route.account_id)
-        if policy is None:
-            return False
-        if policy.sender_verification == "dkim":
-            return await asyncio.to_thread(
-                sender_allowed,
-                raw,
-                policy.sender_verification,
-                policy.active_senders,
-                policy.trusted_authserv_ids,
-                self.dnsfunc,
-            )
-        return sender_allowed(
-            raw, policy.sender_verification, policy.active_senders, policy.trusted_authserv_ids
-        )
+    async def handle_exception(self, error: Exception) -> str:
+        """Any failure inside a hook: never the exception's words, and transient (451), so the
+        client keeps the mail and retries."""
+        log.error("SMTP session failed: %s", type(error).__name__)
+        self.stats.count(replies.INTERNAL_ERROR)
+        return replies.INTERNAL_ERROR
+
+    async def _judge(self, raw: bytes, routes: list[Route]) -> list[Copy]:
+        facts = await self.fresh.get({r.account_id for r in routes})
+        sender = header_from(raw)
+        if may_check_signatures(sender, routes, facts):
+            return await asyncio.to_thread(judge, raw, routes, facts, self.dnsfunc, sender)
+        return judge(raw, routes, facts, self.dnsfunc, sender)
 
     async def _data(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        routes: list[Route] = getattr(envelope, "routes", [])
-        accepted = [r for r in routes if await self._allowed(raw, r)]
-        if not accepted:
+        routes = routes_of(envelope)
+        try:
+            copies = await self._judge(raw, routes)
+        except Exception as exc:
+            log.warning("sender check failed: %s", type(exc).__name__)
+            return replies.DIRECTORY_UNAVAILABLE
+        if not any(c.verdict != REFUSED for c in copies):
             return replies.SENDER_NOT_ALLOWED
-        peer = session.peer[0] if session.peer else None
+        client = client_of(session)
         items = [
             IncomingMessage(
-                account_id=r.account_id,
-                source=r.kind,
+                account_id=c.route.account_id,
+                source=c.route.kind,
                 raw=raw,
-                inbox_id=r.inbox_id,
+                inbox_id=c.route.inbox_id,
                 envelope_from=envelope.mail_from,
                 envelope_to=tuple(envelope.rcpt_tos),
-                client_address=str(peer) if peer else None,
+                client_address=client,
+                sender_verdict=c.verdict,
             )
-            for r in accepted
+            for c in copies
         ]
         try:
             ids = await self.store.store(items)

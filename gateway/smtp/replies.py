@@ -15,7 +15,6 @@ DIRECTORY_UNAVAILABLE = "451 4.3.0 Recipient directory unavailable, please retry
 RATE_LIMITED = "421 4.7.0 Too many messages, slow down and retry later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
 TOO_BIG = "552 5.3.4 Message too big for this system"
-SHUTTING_DOWN = "421 4.3.2 Service shutting down, please retry later"
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, please retry later"
 
@@ -30,8 +29,8 @@ REWRITES: tuple[tuple[str, str], ...] = (
     ("500 Command line too long", "500 5.5.2 Line too long"),
     ("500 Error: Bad syntax", "500 5.5.2 Syntax error"),
     ("500 Error: strict ASCII mode", "500 5.5.2 Syntax error: non-ASCII characters"),
-    # An exception inside a hook: aiosmtpd would echo its class and message to the client.
-    # Never leak internals; an internal failure is transient (the client keeps the mail).
+    # The handler answers for exceptions itself (handle_exception); should that fail too,
+    # aiosmtpd's last resort still never reaches the client as it is.
     ("500 Error: (", INTERNAL_ERROR),
     ("500 Error: Cannot describe error", INTERNAL_ERROR),
     ("500 Error: command", "500 5.5.1 Command unrecognized"),

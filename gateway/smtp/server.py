@@ -6,12 +6,13 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP
 
 from gateway.smtp import replies
 from gateway.smtp.handler import IntakeHandler
+from shared.networks import Networks
 
 log = logging.getLogger("inboxlog.gateway")
 
@@ -19,37 +20,64 @@ HOSTNAME = "inboxlog"
 # The longest a DATA transfer may take, however steadily the bytes arrive (RFC 5321's 10 min).
 DATA_DEADLINE_SECONDS = 600.0
 DATA_PROGRESS_BYTES = 16 * 1024
+# How long a load balancer may take to send the PROXY header after connecting.
+PROXY_TIMEOUT_SECONDS = 5.0
 
 
 class IntakeSMTP(SMTP):
-    """aiosmtpd's SMTP with enhanced status codes and a bound on connections per client."""
+    """aiosmtpd's SMTP with enhanced status codes, a bound on connections per client and, behind
+    a load balancer, the client taken from the PROXY protocol header of trusted proxies only."""
 
     # Real mail breaks RFC 5321's 1,000-octet line limit (unwrapped HTML, long base64); refusing
     # it would lose mail, so DATA lines may be long. The message size limit still applies.
     line_length_limit = 1 << 20
 
     def __init__(
-        self, handler: IntakeHandler, *, connections: Counter, max_per_client: int, **kwargs: Any
+        self,
+        handler: IntakeHandler,
+        *,
+        connections: Counter[str | None],
+        max_per_client: int,
+        trusted_proxies: Networks | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._connections, self._max_per_client = connections, max_per_client
+        self._trusted_proxies = trusted_proxies
         self._client: str | None = None
+        self._counted = False
+
+    def admit_client(self, client: str | None) -> bool:
+        """Count this connection for ``client``; False when the client has too many."""
+        self._client, self._counted = client, True
+        self._connections[client] += 1
+        return self._connections[client] <= self._max_per_client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        self._client = peer[0] if peer else None
-        self._connections[self._client] += 1
+        peer_ip = peer[0] if peer else None
         super().connection_made(transport)
-        if self._connections[self._client] > self._max_per_client:
-            transport.write((replies.TOO_MANY_CONNECTIONS + "\r\n").encode())  # type: ignore[attr-defined]
+        if self._trusted_proxies is not None:
+            # PROXY protocol: the client is named by the header that comes first; only our
+            # load balancers may send one (anyone else could claim any address).
+            if peer_ip is None or not self._trusted_proxies.contains(peer_ip):
+                log.warning("connection from an untrusted proxy refused")
+                transport.close()
+            return
+        if not self.admit_client(peer_ip):
+            # A stream server's transport writes; asyncio types this parameter as the base class.
+            writer = cast(asyncio.WriteTransport, transport)
+            writer.write((replies.TOO_MANY_CONNECTIONS + "\r\n").encode())
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._connections.get(self._client):
+        if self._counted:
+            self._counted = False
             self._connections[self._client] -= 1
             if self._connections[self._client] <= 0:
                 del self._connections[self._client]
-        self.event_handler.transactions.discard(id(self.session))
+        if self.session is not None:
+            self.event_handler.transactions.discard(id(self.session))
         super().connection_lost(exc)
 
     async def push(self, status: Any) -> None:
@@ -94,6 +122,7 @@ class GatewayServer:
         idle_timeout: float,
         tls_context: ssl.SSLContext | None = None,
         max_connections_per_client: int = 20,
+        trusted_proxies: Networks | None = None,
     ) -> None:
         self.handler, self.host, self.port = handler, host, port
         self.max_bytes, self.idle_timeout, self.tls_context = (
@@ -102,7 +131,9 @@ class GatewayServer:
             tls_context,
         )
         self.max_per_client = max_connections_per_client
-        self.connections: Counter = Counter()
+        # Set: PROXY protocol on, from these networks only.
+        self.trusted_proxies = trusted_proxies
+        self.connections: Counter[str | None] = Counter()
         self.server: asyncio.base_events.Server | None = None
 
     def _factory(self) -> IntakeSMTP:
@@ -110,6 +141,8 @@ class GatewayServer:
             self.handler,
             connections=self.connections,
             max_per_client=self.max_per_client,
+            trusted_proxies=self.trusted_proxies,
+            proxy_protocol_timeout=PROXY_TIMEOUT_SECONDS if self.trusted_proxies else None,
             data_size_limit=self.max_bytes,
             enable_SMTPUTF8=True,
             hostname=HOSTNAME,

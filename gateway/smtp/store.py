@@ -20,7 +20,9 @@ from shared.intake import IncomingMessage, store_messages
 
 log = logging.getLogger("inboxlog.gateway")
 
-_Pending = tuple[Sequence[IncomingMessage], asyncio.Future, asyncio.AbstractEventLoop]
+# Each waiting session's messages, the future its ids go to, and the loop that future is on.
+_Ids = list[int | None]
+_Pending = tuple[Sequence[IncomingMessage], asyncio.Future[_Ids], asyncio.AbstractEventLoop]
 
 
 class GroupCommitStore:
@@ -30,9 +32,9 @@ class GroupCommitStore:
         self._thread = threading.Thread(target=self._run, name="inboxlog-store", daemon=True)
         self._thread.start()
 
-    async def store(self, items: Sequence[IncomingMessage]) -> list[int]:
+    async def store(self, items: Sequence[IncomingMessage]) -> list[int | None]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
+        fut: asyncio.Future[_Ids] = loop.create_future()
         self._q.put((items, fut, loop))
         return await fut
 
@@ -65,11 +67,11 @@ class GroupCommitStore:
             loop.call_soon_threadsafe(_set_result, fut, ids)
 
 
-def _set_result(fut: asyncio.Future, value: object) -> None:
+def _set_result(fut: asyncio.Future[_Ids], value: _Ids) -> None:
     if not fut.done():
         fut.set_result(value)
 
 
-def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+def _set_exception(fut: asyncio.Future[_Ids], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)

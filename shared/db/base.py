@@ -40,6 +40,20 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def clip(value: str | None, limit: int) -> str | None:
+    """``value`` cut to a column's ``limit`` characters (§6: over-long values are truncated
+    where they are stored, never a reason for a message or a shared commit to fail)."""
+    return value if value is None or len(value) <= limit else value[:limit]
+
+
+def table_of(model: type[DeclarativeBase]) -> sa.Table:
+    """A mapped class's table, typed as one (SQLAlchemy types ``__table__`` as any FromClause,
+    since a class may be mapped to a join or a select; ours are all mapped to tables)."""
+    table = model.__table__
+    assert isinstance(table, sa.Table), model
+    return table
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -64,6 +78,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
         dict[str, Any]: JSONType,
+        dict[str, Any] | None: JSONType,
         list[Any]: JSONType,
         list[Any] | None: JSONType,
     }

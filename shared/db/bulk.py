@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 Row = tuple[Any, ...]
@@ -27,18 +28,23 @@ def _compiled(
     keys: tuple[str, ...],
     conflict: tuple[str, ...] | None,
     returning: tuple[str, ...],
-) -> tuple[Any, str, dict[str, Callable[[Any], Any]]]:
+) -> tuple[sa.Insert, str, dict[str, Callable[[Any], Any]]]:
     """The single-row statement, its PostgreSQL text and the columns' bind processors."""
+    values = {k: sa.bindparam(k, type_=table.c[k].type) for k in keys}
+    stmt: sa.Insert
     if dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        pg_stmt = postgresql.insert(table).values(values)
+        if conflict is not None:
+            pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=list(conflict))
+        stmt = pg_stmt
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys})
-    if conflict is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+        lite_stmt = sqlite.insert(table).values(values)
+        if conflict is not None:
+            lite_stmt = lite_stmt.on_conflict_do_nothing(index_elements=list(conflict))
+        stmt = lite_stmt
     if returning:
         stmt = stmt.returning(*(table.c[name] for name in returning))
-    processors = {}
+    processors: dict[str, Callable[[Any], Any]] = {}
     for k in keys:
         proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
         if proc is not None:
@@ -85,7 +91,7 @@ def _with_defaults(table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[dict
     """Fill in the columns' Python-side defaults (``default=utcnow``, ``default=list`` …): the
     statement bypasses SQLAlchemy's execution, which would otherwise supply them."""
     missing = [
-        col
+        (col.key, col.default)
         for col in table.c
         if col.key not in rows[0]
         and isinstance(col.default, sa.ColumnDefault)
@@ -96,9 +102,8 @@ def _with_defaults(table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[dict
     out = []
     for row in rows:
         row = dict(row)
-        for col in missing:
-            d = col.default
-            row[col.key] = d.arg(None) if d.is_callable else d.arg  # type: ignore[union-attr]
+        for key, d in missing:
+            row[key] = d.arg(None) if d.is_callable else d.arg
         out.append(row)
     return out
 
@@ -108,7 +113,9 @@ def _pg_executemany(
 ) -> list[Row | None]:
     import psycopg
 
-    dbapi_conn = conn.connection.dbapi_connection
+    # On the postgresql dialect (psycopg 3) the DBAPI connection is psycopg's own, whose
+    # executemany takes ``returning``; SQLAlchemy types it as the generic DBAPI protocol.
+    dbapi_conn = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
     assert dbapi_conn is not None
     cur = dbapi_conn.cursor()
     try:

@@ -20,7 +20,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> sa.Engine:
+# PostgreSQL session limits: the longest any statement waits for a lock, and the longest a
+# transaction may sit idle (a process stuck between statements) before the server ends it.
+LOCK_TIMEOUT_MS = 15_000
+IDLE_IN_TRANSACTION_MS = 120_000
+
+
+def make_engine(
+    url: str,
+    *,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    idle_ms: int = IDLE_IN_TRANSACTION_MS,
+    **kwargs: Any,
+) -> sa.Engine:
     # Statement parameters are mail (raw bytes, subjects, addresses): never in error texts.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
@@ -37,6 +49,18 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             dbapi_conn.isolation_level = None
 
         return engine
+    # Every lock wait is bounded, and a transaction left open by a stuck process is ended
+    # (§6 Isolation): a wait past these is an error the caller retries, never a hang.
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    options = connect_args.get("options", "")
+    for name, value in (
+        ("lock_timeout", lock_timeout_ms),
+        ("idle_in_transaction_session_timeout", idle_ms),
+    ):
+        if f"{name}=" not in options:
+            options += f" -c {name}={int(value)}"
+    connect_args["options"] = options.strip()
+    kwargs["connect_args"] = connect_args
     # A pre-ping round trip per checkout hides a restarted server from request handlers; the
     # worker turns it off (a dead connection there is a transient error it retries anyway).
     kwargs.setdefault("pool_pre_ping", True)
@@ -69,3 +93,10 @@ def single_read(factory: sessionmaker[Session]) -> Iterator[sa.Connection]:
         return
     with factory() as session:
         yield session.connection()
+
+
+def rowcount(result: sa.Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through ``Session.execute`` matched: its result is a
+    CursorResult, though SQLAlchemy types it as any Result."""
+    assert isinstance(result, sa.CursorResult)
+    return result.rowcount

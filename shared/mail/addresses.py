@@ -122,7 +122,8 @@ def registrable_domain(domain: str) -> str | None:
     if not domain or "." not in domain:
         return None
     try:
-        return _psl().privatesuffix(domain)
+        found: str | None = _psl().privatesuffix(domain)
+        return found
     except Exception:  # publicsuffixlist on odd labels; no registrable domain then
         return None
 

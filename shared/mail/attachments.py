@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from shared.mail.headers import decode_header_value
+from shared.mail.internals import stored_payload
 from shared.mail.mime import Leaf, decode_payload, get_param
 from shared.mail.model import Attachment
 from shared.mail.serialize import part_bytes
@@ -71,7 +72,7 @@ def extract_attachments(
             break
         if leaf.content_type.startswith("message/"):
             data = (
-                part_bytes(leaf.part._payload[0], serialized)
+                part_bytes(stored_payload(leaf.part)[0], serialized)
                 if _has_sub(leaf)
                 else decode_payload(leaf.part, defects)
             )
@@ -91,5 +92,5 @@ def extract_attachments(
 
 
 def _has_sub(leaf: Leaf) -> bool:
-    payload = leaf.part._payload
+    payload = stored_payload(leaf.part)
     return isinstance(payload, list) and len(payload) > 0

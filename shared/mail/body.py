@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from shared.mail.attachments import is_attachment
 from shared.mail.charsets import decode_bytes
-from shared.mail.html import html_to_text, sanitize_html
+from shared.mail.internals import stored_payload
+from shared.mail.markup import html_to_text, sanitize_html
 from shared.mail.mime import Leaf, decode_payload, get_param
 
 MAX_BODY_CHARS = 2_000_000  # text beyond this is not kept (a bomb bound, not a display limit)
@@ -56,7 +57,9 @@ def extract_body(leaves: list[Leaf], defects: list[str]) -> Body:
     if not plain and html_src is None:
         # A multipart whose boundaries never appear keeps its body as one text payload.
         for leaf in leaves:
-            if leaf.content_type.startswith("multipart/") and isinstance(leaf.part._payload, str):
+            if leaf.content_type.startswith("multipart/") and isinstance(
+                stored_payload(leaf.part), str
+            ):
                 plain.append(decode_text_part(leaf, defects))
                 break
     html = sanitize_html(html_src) if html_src is not None else None

@@ -5,6 +5,10 @@ From a report we take the failed recipients (``Final-Recipient``/``Original-Reci
 per-recipient blocks whose ``Action`` is ``failed``, RFC 3464 §2.3; else addresses named in
 the human-readable text) and the Message-ID of the returned message (message/rfc822 or
 text/rfc822-headers part, else a ``Message-ID:`` line quoted in the body).
+
+Every pattern here runs on RE2 (:mod:`shared.mail.linear`): report fields and bodies are
+attacker-controlled, and a backtracking search over a 1 MB ``Final-Recipient`` line or a body
+of ``@`` and ``.`` is quadratic.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
+from shared.mail import linear
 from shared.mail.addresses import normalize_address
 from shared.mail.headers import header_bytes
 from shared.mail.ids import clean_message_id
+from shared.mail.internals import stored_payload
 from shared.mail.mime import Leaf, decode_payload
 from shared.mail.model import Address, BounceInfo
 
@@ -34,8 +40,8 @@ _DAEMON_LOCALS = frozenset(
         "mail.delivery.system",
     }
 )
-_DAEMON_NAMES = re.compile(r"mail\s*delivery\s*(?:sub)?system|mailer[- ]daemon", re.IGNORECASE)
-BOUNCE_SUBJECT = re.compile(
+_DAEMON_NAMES = linear.compile(r"mail\s*delivery\s*(?:sub)?system|mailer[- ]daemon", re.IGNORECASE)
+BOUNCE_SUBJECT = linear.compile(
     r"undeliver(?:ed|able)|returned\s+mail|mail\s+returned|returning\s+message|"
     r"delivery\s+(?:status\s+notification|failure|failed|has\s+failed|report|status|problem)|"
     r"mail\s+delivery\s+(?:failed|failure|status)|failure\s+notice|mail\s+system\s+error|"
@@ -45,14 +51,18 @@ BOUNCE_SUBJECT = re.compile(
     r"(?:配信|送信|配達)できません|届きませんでした|届けられませんでした|返送",
     re.IGNORECASE,
 )
-_RECIPIENT_FIELD = re.compile(
+_RECIPIENT_FIELD = linear.compile(
     r"^\s*(?:final|original)-recipient\s*:\s*(?:[^;]*;)?\s*(.+)$", re.IGNORECASE | re.MULTILINE
 )
-_MSGID_LINE = re.compile(r"^\s*Message-ID\s*:\s*(<[^>\s]+>|\S+@\S+)", re.IGNORECASE | re.MULTILINE)
-_ADDR = re.compile(
+_MSGID_LINE = linear.compile(
+    r"^\s*Message-ID\s*:\s*(<[^>\s]+>|\S+@\S+)", re.IGNORECASE | re.MULTILINE
+)
+_ADDR = linear.compile(
     r"<?([A-Za-z0-9._%+!#$&'*/=?^`{|}~-]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,})>?"
 )
-_ORIGINAL_MARKER = re.compile(
+_ACTION = linear.compile(r"^\s*action\s*:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+_BLANK_LINE = linear.compile(r"\n\s*\n")
+_ORIGINAL_MARKER = linear.compile(
     r"^(?:-+\s*(?:This is a copy|Below this line|Original message|The header|Returned message|"
     r"Original Message|元のメッセージ|送信メッセージ|Received:)|Received:|Return-Path:|"
     r"Content-Type: message/rfc822|-+ ?(?:Undelivered|Forwarded) message)",
@@ -94,7 +104,7 @@ def bounce_info(
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             failed.extend(_dsn_recipients(leaf, defects))
         elif ctype in ("message/rfc822", "message/global") and message_id is None:
-            payload = leaf.part._payload
+            payload = stored_payload(leaf.part)
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 message_id = clean_message_id(payload[0].get("message-id"))
         elif ctype == "text/rfc822-headers" and message_id is None:
@@ -115,7 +125,7 @@ def bounce_info(
 
 
 def _dsn_recipients(leaf: Leaf, defects: list[str]) -> list[str]:
-    payload = leaf.part._payload
+    payload = stored_payload(leaf.part)
     blocks: list[str] = []
     if isinstance(payload, list):
         for block in payload:
@@ -125,10 +135,10 @@ def _dsn_recipients(leaf: Leaf, defects: list[str]) -> list[str]:
         raw = header_bytes(payload) if isinstance(payload, str) else b""
         if str(leaf.part.get("content-transfer-encoding", "")).strip():
             raw = decode_payload(leaf.part, defects)
-        blocks = re.split(r"\n\s*\n", raw.decode("utf-8", "replace"))
+        blocks = _BLANK_LINE.split(raw.decode("utf-8", "replace"))
     out: list[str] = []
     for block in blocks:
-        action = re.search(r"^\s*action\s*:\s*(\S+)", block, re.IGNORECASE | re.MULTILINE)
+        action = _ACTION.search(block)
         if action and action.group(1).lower() not in ("failed", "failure"):
             continue
         fields = _RECIPIENT_FIELD.findall(block)

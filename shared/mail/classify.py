@@ -14,15 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from shared.mail import linear
 from shared.mail.bounces import BOUNCE_SUBJECT, is_daemon_sender
 from shared.mail.model import Address
 
-_NOREPLY = re.compile(
-    r"no[-_.]?reply|do[-_.]?not[-_.]?reply|mailer[-_.]?daemon|^postmaster$|"
-    r"^mail[-_.]?daemon$",
+# On RE2 (shared.mail.linear): subjects and addresses are the sender's to choose.
+_NOREPLY = linear.compile(
+    r"no[-_.]?reply|do[-_.]?not[-_.]?reply|mailer[-_.]?daemon|^postmaster\Z|"
+    r"^mail[-_.]?daemon\Z",
     re.IGNORECASE,
 )
-_AUTO_SUBJECT = re.compile(
+_AUTO_SUBJECT = linear.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:out\s+of\s+(?:the\s+)?office|automatic\s+reply|auto:|"
     r"auto(?:matic)?[- ]?(?:reply|response|antwort)|autoreply|abwesenheit|"
     r"r[ée]ponse\s+automatique|respuesta\s+autom[aá]tica)"

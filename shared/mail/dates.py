@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 
+# Linear: from "(" to the first "(" or ")", no character is read twice.
 _COMMENT = re.compile(r"\([^()]*\)")
 _MAX_OFFSET = 24 * 3600
 _EXTRA_ZONES = {

@@ -18,6 +18,8 @@ import re
 
 from shared.mail.charsets import decode_bytes
 
+# Linear: an encoded word starts at a literal "=?" and each lazy class stops at the next "?";
+# the others are single character classes or literals.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+?)\?([bBqQ])\?([^?]*?)\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
 _NEWLINES = re.compile(r"[\r\n]+")

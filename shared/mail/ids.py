@@ -1,5 +1,14 @@
 """Message-ID, In-Reply-To and References values (RFC 5322 §3.6.4): angle brackets and
-whitespace removed, case kept (the local part of an id is case-sensitive)."""
+whitespace removed, case kept (the local part of an id is case-sensitive).
+
+An id longer than :data:`MAX_ID_LENGTH` (998, the longest line RFC 5322 §2.1.1 allows and the
+width of the stored columns) is cut to that length here, where every id is produced — the
+message's own Message-ID, each In-Reply-To/References entry, the id a bounce reports — so the
+stored value and a later lookup of the same id by a reply agree (spec §6 Over-long values).
+
+The two patterns are linear in the text: ``<[^<>]*>`` ends at the first ``<`` or ``>`` after
+its start, so no character is read twice, and ``\\s+`` is one character class.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ from shared.mail.headers import decode_raw_text
 _ID = re.compile(r"<([^<>]*)>")
 _WS = re.compile(r"\s+")
 MAX_REFERENCES = 200
+MAX_ID_LENGTH = 998
 
 
 def clean_message_id(value: str | None) -> str | None:
@@ -20,7 +30,7 @@ def clean_message_id(value: str | None) -> str | None:
     m = _ID.search(text)
     ident = m.group(1) if m else text
     ident = _WS.sub("", ident).strip("<>")
-    return ident or None
+    return ident[:MAX_ID_LENGTH] or None
 
 
 def parse_references(value: str | None) -> tuple[str, ...]:
@@ -28,9 +38,9 @@ def parse_references(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     text = decode_raw_text(str(value))
-    found = [_WS.sub("", m) for m in _ID.findall(text)]
+    found = [_WS.sub("", m)[:MAX_ID_LENGTH] for m in _ID.findall(text)]
     if not found:
-        found = [t.strip("<>") for t in text.split()]
+        found = [t.strip("<>")[:MAX_ID_LENGTH] for t in text.split()]
     seen: dict[str, None] = {}
     for ident in found:
         if ident:

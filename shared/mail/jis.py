@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+# The patterns below are linear: each starts with a literal or is one character class, and
+# _PAIRS repeats a fixed two-byte step (nothing to backtrack into).
 _ESC_RE = re.compile(rb"\x1b(\$[@B]|\$\(D|\$\(Q|\$\(O|\$[A)]|\$\)C|\(B|\(J|\(I|\(H|\.A|\.F|N)")
 _KANJI_SEQS = (b"$B", b"$@", b"$(Q", b"$(O")
 _ASCII, _KANJI, _KANA = 0, 1, 2

@@ -3,7 +3,8 @@
 The tree is a stdlib ``compat32`` tree (no header registry, lenient). Well-formed mail is
 split at the byte level by :mod:`shared.mail.mimesplit`, which builds the identical tree
 several times faster and without holding the body as line lists; anything else goes through
-the stdlib FeedParser, whose structural problems become defects on the message objects,
+the stdlib FeedParser (both build :class:`~shared.mail.params.ParamMessage` parts, whose
+parameter lookups are linear), whose structural problems become defects on the message objects,
 which we collect as plain strings. Values are decoded by our own header and charset layers,
 never by the stdlib's guesses.
 
@@ -21,7 +22,9 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
+from shared.mail.internals import stored_payload
 from shared.mail.mimesplit import Unsupported, split_message
+from shared.mail.params import ParamMessage
 
 MAX_DEPTH = 20
 MAX_PARTS = 500
@@ -43,6 +46,8 @@ class Leaf:
     in_report: bool  # inside multipart/report
 
 
+# Linear: literal alternatives; a field name of at most 76 characters matched from the start
+# of a line; a zero-width split after each newline.
 _HEADER_END = re.compile(rb"\r?\n\r?\n|\r\r")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]{1,76}[ \t]*:")
 _LINE_SPLIT = re.compile(rb"(?<=\n)")
@@ -93,7 +98,7 @@ def parse_tree(raw: bytes, defects: list[str]) -> Message:
     except (RecursionError, ValueError, TypeError, AttributeError, LookupError):
         # Header helpers that fail here fail in the FeedParser too, which then records them.
         pass
-    parser = BytesParser(policy=compat32)
+    parser = BytesParser(_class=ParamMessage, policy=compat32)
     try:
         return parser.parsebytes(raw)
     except RecursionError:
@@ -104,7 +109,7 @@ def parse_tree(raw: bytes, defects: list[str]) -> Message:
         return parser.parsebytes(raw, headersonly=True)
     except Exception:  # even the header block is unreadable: an empty message
         defects.append("parse_error")
-        return Message()
+        return ParamMessage()
 
 
 def defect_name(defect: object) -> str:
@@ -131,7 +136,7 @@ def walk(root: Message, defects: list[str]) -> list[Leaf]:
             defects.append(defect_name(d))
         ctype = safe_content_type(part)
         out.append(Leaf(part, ctype, depth, parent, in_attached, in_report))
-        payload = part._payload  # compat32 stores sub-parts as a list
+        payload = stored_payload(part)  # compat32 stores sub-parts as a list
         if not isinstance(payload, list):
             continue
         if depth >= MAX_DEPTH:
@@ -185,7 +190,7 @@ def decode_payload(part: Message, defects: list[str], limit: int | None = None) 
     ``limit`` lets a caller that keeps only the first ``limit`` bytes skip encoding the rest
     of an unencoded (7bit/8bit/binary) payload; the result starts with those same bytes.
     """
-    payload = part._payload
+    payload = stored_payload(part)
     if payload is None:
         return b""
     if isinstance(payload, list):

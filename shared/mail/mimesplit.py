@@ -24,9 +24,13 @@ from email.message import Message
 from email.policy import compat32
 from itertools import pairwise
 
+from shared.mail.internals import header_list, set_stored_payload, stored_payload
+from shared.mail.params import ParamMessage
+
 MAX_SPLIT_DEPTH = 60  # deeper trees go to the stdlib parser (its own RecursionError handling)
 MAX_SPLIT_PARTS = 2000
 
+# Linear: each pattern is matched where a line or boundary starts, or begins with a literal.
 # FeedParser's headerRE, on bytes: a field name and colon, an mbox "From " line, or a fold.
 _HEADER_LINE = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 # The first empty line: one line ending, then a line that is only a line ending.
@@ -52,7 +56,7 @@ class _Splitter:
         self.count += 1
         if self.count > MAX_SPLIT_PARTS or depth > MAX_SPLIT_DEPTH:
             raise Unsupported
-        msg = Message(policy=compat32)
+        msg = ParamMessage(policy=compat32)
         # FeedParser tests the parent's truth value, i.e. that it has headers.
         if parent is not None and len(parent) and parent.get_content_type() == "multipart/digest":
             msg.set_default_type("message/rfc822")
@@ -69,7 +73,7 @@ class _Splitter:
         elif maintype == "multipart":
             self._multipart(msg, body, end, depth)
         else:
-            msg._payload = _text(self.raw, body, end)
+            set_stored_payload(msg, _text(self.raw, body, end))
         return msg
 
     def _headers(self, msg: Message, start: int, end: int) -> int:
@@ -94,7 +98,7 @@ class _Splitter:
                 value.append(line)
                 continue
             if value:
-                msg._headers.append(compat32.header_source_parse(value))
+                header_list(msg).append(compat32.header_source_parse(value))
                 value = []
             if line.startswith("From "):
                 if lineno:
@@ -106,7 +110,7 @@ class _Splitter:
                 raise Unsupported  # InvalidHeaderDefect ("Missing header name.")
             value = [line]
         if value:
-            msg._headers.append(compat32.header_source_parse(value))
+            header_list(msg).append(compat32.header_source_parse(value))
         return body
 
     def _header_blocks(self, msg: Message, start: int, end: int, depth: int) -> None:
@@ -147,7 +151,7 @@ class _Splitter:
         if not marks or marks[0][2]:
             # No separator line: the body stays one text payload, anything after a close
             # line is dropped, and the multipart gets no parts.
-            msg._payload = _text(self.raw, start, marks[0][0] if marks else end)
+            set_stored_payload(msg, _text(self.raw, start, marks[0][0] if marks else end))
             msg.epilogue = ""
             msg.defects.append(errors.StartBoundaryNotFoundDefect())
             return
@@ -199,8 +203,8 @@ class _Splitter:
                 last.epilogue = None
             elif epilogue is not None:
                 last.epilogue = _strip_eol(epilogue)
-        elif isinstance(last._payload, str):
-            last._payload = _strip_eol(last._payload)
+        elif isinstance(stored_payload(last), str):
+            set_stored_payload(last, _strip_eol(stored_payload(last)))
 
 
 def _text(raw: bytes, start: int, end: int) -> str:

@@ -20,6 +20,7 @@ from shared.mail.classify import classify, is_noreply_address
 from shared.mail.dates import parse_date
 from shared.mail.headers import decode_header_value
 from shared.mail.ids import clean_message_id, parse_references
+from shared.mail.internals import header_list, stored_payload
 from shared.mail.mime import Leaf, parse_tree, walk
 from shared.mail.model import Address, Attachment, BounceInfo
 from shared.mail.quotes import make_snippet
@@ -160,7 +161,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 def _headers(root: Message) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     counts: dict[str, int] = {}
-    for name, value in root._headers:
+    for name, value in header_list(root):
         key = str(name).strip().lower()
         counts[key] = counts.get(key, 0) + 1
         if counts[key] <= MAX_HEADER_OCCURRENCES:
@@ -177,7 +178,7 @@ def _attached_messages(leaves: list[Leaf], serialized: dict[int, bytes]) -> tupl
             and not leaf.in_attached
             and not leaf.in_report
         ):
-            payload = leaf.part._payload
+            payload = stored_payload(leaf.part)
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 out.append(part_bytes(payload[0], serialized))
         if len(out) >= 5:

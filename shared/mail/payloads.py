@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 
+from shared.mail.internals import stored_payload
 from shared.mail.mime import Leaf, decode_payload, parse_tree, walk
 from shared.mail.serialize import part_bytes
 
 
 def _content(leaf: Leaf, defects: list[str]) -> bytes:
     """Decoded bytes exactly as ``extract_attachments`` computes them before hashing."""
-    payload = leaf.part._payload
+    payload = stored_payload(leaf.part)
     if leaf.content_type.startswith("message/") and isinstance(payload, list) and payload:
         return part_bytes(payload[0])
     return decode_payload(leaf.part, defects)

@@ -7,10 +7,14 @@ substitution, so a large attached message serializes in milliseconds instead of 
 
 from __future__ import annotations
 
-from email.generator import NLCRE, BytesGenerator
+import re
+from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
 from io import BytesIO
+
+# The stdlib generator's own line-ending pattern (email.generator.NLCRE).
+NLCRE = re.compile(r"\r\n|\r|\n")
 
 
 class _BytesGenerator(BytesGenerator):
@@ -21,12 +25,13 @@ class _BytesGenerator(BytesGenerator):
         # trailing line ending gets none.
         if not lines:
             return
-        if self._NL == "\n":  # compat32: str.replace is several times faster than re.sub
+        nl: str = vars(self)["_NL"]  # set by the stdlib generator for the policy's linesep
+        if nl == "\n":  # compat32: str.replace is several times faster than re.sub
             if "\r" in lines:
                 lines = lines.replace("\r\n", "\n").replace("\r", "\n")
             self.write(lines)
         else:
-            self.write(NLCRE.sub(self._NL, lines))
+            self.write(NLCRE.sub(nl, lines))
 
 
 def part_bytes(part: Message, cache: dict[int, bytes] | None = None) -> bytes:

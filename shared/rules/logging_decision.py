@@ -6,7 +6,10 @@ records what it returns. Every branch cites the §4 sentence it implements.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypedDict, Unpack
 
 from shared.account_settings import AccountSettings, matches_address_or_domain
 from shared.rules import codes as c
@@ -39,13 +42,17 @@ class AccountFacts:
             address, set(self.settings.internal_domains)
         )
 
-    def user_by_address(self, address: str | None) -> UserFacts | None:
-        if not address:
-            return None
+    @cached_property
+    def _by_address(self) -> dict[str, UserFacts]:
+        # An address maps to at most one user (C7); the first user wins should data disagree.
+        found: dict[str, UserFacts] = {}
         for user in self.users:
-            if address in user.addresses:
-                return user
-        return None
+            for address in user.addresses:
+                found.setdefault(address, user)
+        return found
+
+    def user_by_address(self, address: str | None) -> UserFacts | None:
+        return self._by_address.get(address) if address else None
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,13 @@ class MessageFacts:
     skipped_by_rule: bool = False
     # personal: the connection's owner; whether the thread already has a logged email.
     owner_id: int | None = None
+    owner_proven: bool = True  # C7: the connection's address is proven the owner's
     is_reply_to_logged: bool = False
     # Addresses that are already contacts of the account.
     existing_contacts: frozenset[str] = frozenset()
     noreply_addresses: frozenset[str] = frozenset()
+    # What the gateway found about the sender (SMTP intake only; codes.VERDICT_*).
+    sender_verdict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,6 @@ class LoggingDecision:
     # Personal mail with logging off keeps nothing: no subject, no addresses (§4).
     redact: bool = False
     private_to_user_id: int | None = None
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def contacts_to_log(self) -> tuple[str, ...]:
@@ -167,16 +176,29 @@ def _skip_codes(
     return (c.NO_CONTACTS,)
 
 
+class _Attribution(TypedDict, total=False):
+    """The fields of a :class:`LoggingDecision` a branch settles besides its outcome."""
+
+    acting_user_id: int | None
+    logged_by_user_id: int | None
+    direction: str
+    keep_in_conversation: bool
+    private_to_user_id: int | None
+
+
 def _outcome(
-    msg: MessageFacts, externals: list[Person], actions: list[ParticipantAction], **kw: object
+    msg: MessageFacts,
+    externals: list[Person],
+    actions: list[ParticipantAction],
+    **kw: Unpack[_Attribution],
 ) -> LoggingDecision:
     if any(a.action != c.ACT_SKIPPED for a in actions):
-        return LoggingDecision(c.LOGGED, (), tuple(actions), **kw)  # type: ignore[arg-type]
+        return LoggingDecision(c.LOGGED, (), tuple(actions), **kw)
     return LoggingDecision(
         c.SKIPPED,
         _skip_codes(msg, externals, actions),
         tuple(actions),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -186,6 +208,8 @@ def _decide_bcc(msg: MessageFacts, account: AccountFacts) -> LoggingDecision:
     user = account.user_by_address(msg.from_.address if msg.from_ else None)
     if user is None or not user.active:
         return LoggingDecision(c.REJECTED, (c.UNKNOWN_SENDER,), direction="outgoing")
+    if msg.sender_verdict == c.VERDICT_REFUSED:  # the gateway refused this copy's sender
+        return LoggingDecision(c.REJECTED, (c.SENDER_NOT_VERIFIED,), direction="outgoing")
     externals = _externals(account, [*msg.to, *msg.cc])
     actions = _judge(externals, msg, account, _never_log(account, user), may_create=True)
     return _outcome(
@@ -203,6 +227,8 @@ def _decide_forward(msg: MessageFacts, account: AccountFacts) -> LoggingDecision
     user = account.user_by_address(msg.requester.address if msg.requester else None)
     if user is None or not user.active:
         return LoggingDecision(c.REJECTED, (c.UNKNOWN_SENDER,))
+    if msg.sender_verdict == c.VERDICT_REFUSED:
+        return LoggingDecision(c.REJECTED, (c.SENDER_NOT_VERIFIED,))
     if msg.forward_status != "extracted" or msg.from_ is None:
         # Never a wrong contact: an unreadable forward fails instead of guessing.
         return LoggingDecision(c.FAILED, (c.UNPARSEABLE_FORWARD,), acting_user_id=user.id)
@@ -223,7 +249,10 @@ def _decide_team(msg: MessageFacts, account: AccountFacts) -> LoggingDecision:
     if msg.skipped_by_rule:
         return LoggingDecision(c.SKIPPED, (c.SKIPPED_BY_RULE,))
     from_internal = msg.from_ is not None and account.is_internal(msg.from_.address)
-    outgoing = msg.in_sent_folder or from_internal
+    # By SMTP anyone can write to a team address with one of our addresses in From: only an
+    # authenticated From makes it one of our replies (§4).
+    forged = from_internal and msg.sender_verdict == c.VERDICT_UNAUTHENTICATED
+    outgoing = msg.in_sent_folder or (from_internal and not forged)
     author = None
     if outgoing:  # attributed to the user named in Sender, else in From
         author = account.user_by_address(msg.sender.address if msg.sender else None) or (
@@ -240,24 +269,29 @@ def _decide_team(msg: MessageFacts, account: AccountFacts) -> LoggingDecision:
         direction="outgoing" if outgoing else "incoming",
         keep_in_conversation=True,
     )
+    if forged:
+        decision = dataclasses.replace(
+            decision, codes=(*decision.codes, c.UNVERIFIED_INTERNAL_SENDER)
+        )
     # Every message a team inbox takes in is kept in a conversation: "logged" even when no
     # contact timeline gets it; the codes still say why no contact did.
     if decision.outcome == c.SKIPPED:
-        return LoggingDecision(
-            c.LOGGED,
-            decision.codes,
-            decision.participants,
-            decision.acting_user_id,
-            decision.logged_by_user_id,
-            decision.direction,
-            keep_in_conversation=True,
-        )
+        return dataclasses.replace(decision, outcome=c.LOGGED)
     return decision
 
 
 def _decide_personal(msg: MessageFacts, account: AccountFacts) -> LoggingDecision:
     owner = next((u for u in account.users if u.id == msg.owner_id), None)
     private = msg.owner_id
+    if not msg.owner_proven:
+        # C7: until proven, a connection's mail is nobody's: nothing logged, nothing kept.
+        return LoggingDecision(
+            c.SKIPPED,
+            (c.UNVERIFIED_CONNECTION,),
+            redact=True,
+            private_to_user_id=private,
+            acting_user_id=msg.owner_id,
+        )
     if owner is None or not owner.log:
         # Nothing is logged and nothing is kept; the decision holds no subject or addresses.
         return LoggingDecision(
@@ -273,15 +307,19 @@ def _decide_personal(msg: MessageFacts, account: AccountFacts) -> LoggingDecisio
         and (msg.from_.address in owner.addresses or account.is_internal(msg.from_.address))
         else "incoming"
     )
-    kw = {"acting_user_id": owner.id, "private_to_user_id": private, "direction": direction}
+    kw: _Attribution = {
+        "acting_user_id": owner.id,
+        "private_to_user_id": private,
+        "direction": direction,
+    }
     if msg.kind in c.AUTOMATED_KINDS:  # personal sync never logs automated mail
-        return LoggingDecision(c.SKIPPED, (c.AUTOMATED_KINDS[msg.kind],), **kw)  # type: ignore[arg-type]
+        return LoggingDecision(c.SKIPPED, (c.AUTOMATED_KINDS[msg.kind],), **kw)
     if account.settings.personal_logging == "replies_only" and not msg.is_reply_to_logged:
-        return LoggingDecision(c.SKIPPED, (c.NOT_A_REPLY,), **kw)  # type: ignore[arg-type]
+        return LoggingDecision(c.SKIPPED, (c.NOT_A_REPLY,), **kw)
     externals = _externals(account, [msg.from_, *msg.to, *msg.cc])
     # Personal sync never creates contacts: only participants already contacts are logged.
     actions = _judge(externals, msg, account, _never_log(account, owner), may_create=False)
-    return _outcome(msg, externals, actions, logged_by_user_id=owner.id, **kw)  # type: ignore[arg-type]
+    return _outcome(msg, externals, actions, **(kw | {"logged_by_user_id": owner.id}))
 
 
 _BY_SOURCE = {

@@ -2,16 +2,30 @@
 
 Like Mailman's rules, every evaluation records its hits and misses, so the dry-run endpoint and
 the decision can say which rule fired and why each earlier one did not.
+
+Evaluation is linear in the message: regular expressions run on RE2, compiled once per pattern
+(:func:`shared.rules.schema.compile_pattern`), and the subject and body are case-folded once per
+message, however many rules look at them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from shared.rules.schema import AssignContactOwner, AssignUser, Close, RoundRobin, Rule, Skip
+import re2
+
+from shared.rules.schema import (
+    AssignContactOwner,
+    AssignUser,
+    Close,
+    RoundRobin,
+    Rule,
+    Skip,
+    compile_pattern,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,14 @@ class RoutingFacts:
     is_contact: bool
     contact_owner_id: int | None = None
     active_user_ids: frozenset[int] = frozenset()
+
+    @cached_property
+    def folded_subject(self) -> str:
+        return self.subject.casefold()
+
+    @cached_property
+    def folded_body(self) -> str:
+        return self.body.casefold()
 
 
 @dataclass(frozen=True)
@@ -46,9 +68,16 @@ def _domain_matches(address: str | None, domains: list[str]) -> bool:
     return any(domain == d or domain.endswith("." + d) for d in domains)
 
 
-def _contains_any(text: str, needles: list[str]) -> bool:
-    folded = text.casefold()
+def _contains_any(folded: str, needles: list[str]) -> bool:
     return any(n.casefold() in folded for n in needles)
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        compiled = compile_pattern(pattern)
+    except re2.error:  # stored before RE2 (see shared.rules.schema): it never matches
+        return False
+    return compiled.search(text) is not None
 
 
 def failed_conditions(rule: Rule, facts: RoutingFacts) -> list[str]:
@@ -61,14 +90,16 @@ def failed_conditions(rule: Rule, facts: RoutingFacts) -> list[str]:
         failed.append("from_domain")
     if c.to_address is not None and not facts.to_addresses & set(c.to_address):
         failed.append("to_address")
-    if c.subject_contains is not None and not _contains_any(facts.subject, c.subject_contains):
+    if c.subject_contains is not None and not _contains_any(
+        facts.folded_subject, c.subject_contains
+    ):
         failed.append("subject_contains")
-    if c.body_contains is not None and not _contains_any(facts.body, c.body_contains):
+    if c.body_contains is not None and not _contains_any(facts.folded_body, c.body_contains):
         failed.append("body_contains")
-    if c.subject_regex is not None and not re.search(c.subject_regex, facts.subject):
+    if c.subject_regex is not None and not _search(c.subject_regex, facts.subject):
         failed.append("subject_regex")
     if c.header is not None and not any(
-        re.search(c.header.pattern, v) for v in facts.headers(c.header.name)
+        _search(c.header.pattern, v) for v in facts.headers(c.header.name)
     ):
         failed.append("header")
     if c.is_contact is not None and c.is_contact != facts.is_contact:

@@ -1,18 +1,50 @@
-"""The §5 routing-rule schema: validated when saved, so evaluation never meets a bad rule."""
+"""The §5 routing-rule schema: validated when saved, so evaluation never meets a bad rule.
+
+Regular expressions (``subject_regex``, ``header.pattern``) are RE2 syntax and run on RE2, whose
+searches take time linear in the text (spec §6 Bounded work): a pattern RE2 cannot compile —
+a backreference, a lookaround — or one longer than :data:`MAX_PATTERN_LENGTH`, or one whose
+compiled program needs more than :data:`PATTERN_MAX_MEM`, is refused when saved (the API
+answers 422). Rules read back from storage are validated with ``context={"stored": True}``:
+a pattern saved before these checks is kept, and a condition RE2 cannot run never matches.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import Annotated, Literal, Protocol, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import re2
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+MAX_PATTERN_LENGTH = 1000
+PATTERN_MAX_MEM = 1 << 20  # bytes for RE2's compiled program and its DFA cache
 
 
-def _compile(pattern: str) -> str:
+class CompiledPattern(Protocol):
+    def search(self, text: str) -> object | None: ...
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> CompiledPattern:
+    """The RE2 program for ``pattern``, compiled once per pattern (raises ``re2.error``)."""
+    options = re2.Options()
+    options.max_mem = PATTERN_MAX_MEM
+    options.log_errors = False
+    return cast(CompiledPattern, re2.compile(pattern, options))
+
+
+def _check_pattern(pattern: str, info: ValidationInfo) -> str:
+    if isinstance(info.context, dict) and info.context.get("stored"):
+        return pattern
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"regular expression longer than {MAX_PATTERN_LENGTH} characters")
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from exc
+        compile_pattern(pattern)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"invalid regular expression (RE2 syntax): {reason}") from None
     return pattern
 
 
@@ -21,7 +53,10 @@ class HeaderCondition(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     pattern: str
 
-    _check = field_validator("pattern")(classmethod(lambda cls, v: _compile(v)))
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str, info: ValidationInfo) -> str:
+        return _check_pattern(v, info)
 
 
 class Conditions(BaseModel):
@@ -49,8 +84,8 @@ class Conditions(BaseModel):
 
     @field_validator("subject_regex")
     @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        return None if v is None else _compile(v)
+    def _regex(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else _check_pattern(v, info)
 
 
 # A user id the database can hold (32-bit INTEGER on PostgreSQL): a larger number names no

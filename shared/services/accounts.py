@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shared.account_settings import AccountSettings
 from shared.crypto import hash_token, new_api_token, new_intake_token
-from shared.db.models import Account, ApiToken, TeamInbox, User
+from shared.db.models import Account, ApiToken, User
 from shared.errors import Invalid, NotFound
 from shared.mail.addresses import normalize_address
 
@@ -77,18 +77,3 @@ def update_settings(*, session: Session, account: Account, patch: dict[str, Any]
     session.flush()
     bump_config_version(session=session, account_id=account.id)
     return account
-
-
-def intake_routes(*, session: Session, logging_domain: str) -> dict[str, tuple[str, int, int]]:
-    """Every intake address -> (kind, account_id, inbox_id or 0), for the gateway's RCPT check."""
-    routes: dict[str, tuple[str, int, int]] = {}
-    for acc_id, bcc, fwd in session.execute(
-        sa.select(Account.id, Account.bcc_token, Account.forward_token)
-    ):
-        routes[intake_address(bcc, logging_domain)] = ("bcc", acc_id, 0)
-        routes[intake_address(fwd, logging_domain)] = ("forward", acc_id, 0)
-    for inbox_id, acc_id, tok in session.execute(
-        sa.select(TeamInbox.id, TeamInbox.account_id, TeamInbox.forward_token)
-    ):
-        routes[intake_address(tok, logging_domain)] = ("team", acc_id, inbox_id)
-    return routes

@@ -1,11 +1,15 @@
-"""Connected addresses and every rule of §3 (C1–C6).
+"""Connected addresses and every rule of §3 (C1–C7).
 
 C1 is a database constraint (unique account+address, stored lowercase); the 409 names the holder.
-C4 privacy is decided here, so every caller sees the same view of a personal connection.
+C4 privacy is decided here, so every caller sees the same view of a personal connection. C7: a
+personal connection is ``unverified`` — counting for nothing — until a login to its mailbox or an
+admin proves the address its owner's; a user's primary email is theirs by being it, and nobody
+else connects it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -15,10 +19,13 @@ from sqlalchemy.orm import Session
 
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
-from shared.db.models import Connection, FolderState, TeamInbox, User
+from shared.db.models import Connection, FolderState, InboxMember, TeamInbox, User
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.mail.addresses import normalize_address
+from shared.netsafety import HOST_NOT_ALLOWED, HostNotAllowed, HostNotFound, Resolver, check_host
+from shared.networks import Networks
 from shared.principal import Principal
+from shared.services.account_facts import counts_as_owned
 from shared.services.accounts import bump_config_version
 from shared.services.inboxes import member_ids
 from shared.timefmt import iso
@@ -27,13 +34,22 @@ SECURITY_MODES = ("ssl", "starttls", "none")
 DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 
 
-def holder_of(*, session: Session, account_id: int, address: str) -> dict[str, Any] | None:
+def holder_of(
+    *, session: Session, account_id: int, address: str, user_id: int | None = None
+) -> dict[str, Any] | None:
+    """Who holds ``address`` (C3): its connection's owner or inbox, or the user whose primary
+    email it is (other than ``user_id``, who may connect their own)."""
     conn = session.scalar(
         sa.select(Connection).where(
             Connection.account_id == account_id, Connection.address == address
         )
     )
     if conn is None:
+        owner = session.scalar(
+            sa.select(User).where(User.account_id == account_id, User.email == address)
+        )
+        if owner is not None and owner.id != user_id:
+            return {"kind": "user", "id": owner.id, "email": owner.email}
         return None
     if conn.kind == "personal":
         user = session.get(User, conn.user_id)
@@ -42,15 +58,49 @@ def holder_of(*, session: Session, account_id: int, address: str) -> dict[str, A
     return {"kind": "inbox", "id": conn.inbox_id, "name": inbox.name if inbox else None}
 
 
-def _already_connected(*, session: Session, account_id: int, address: str) -> Conflict:
+def _already_connected(
+    *, session: Session, account_id: int, address: str, user_id: int | None = None
+) -> Conflict:
+    holder = holder_of(session=session, account_id=account_id, address=address, user_id=user_id)
     return Conflict(
         f"{address} is already connected",
         code="address_already_connected",
-        details={"holder": holder_of(session=session, account_id=account_id, address=address)},
+        details={"holder": holder},
     )
 
 
-def _apply_imap(conn: Connection, imap: dict[str, Any], box: SecretBox, *, partial: bool) -> None:
+ServerCheck = Callable[[str, int], None]
+
+
+def server_check(allowed: Networks, resolver: Resolver | None = None) -> ServerCheck:
+    """Save-time check of a server a user names (§6 Network safety): 422 ``host_not_allowed``
+    when the name resolves only to refused addresses. A name that does not resolve now is
+    saved — the poller reports ``host_not_found`` — and every connect checks again anyway."""
+
+    def check(host: str, port: int) -> None:
+        try:
+            if resolver is None:
+                check_host(host, port, allowed)
+            else:
+                check_host(host, port, allowed, resolver)
+        except HostNotFound:
+            return
+        except HostNotAllowed as exc:
+            raise Invalid(
+                str(exc), code=HOST_NOT_ALLOWED, details={"field": "imap.host", "host": host}
+            ) from exc
+
+    return check
+
+
+def _apply_imap(
+    conn: Connection,
+    imap: dict[str, Any],
+    box: SecretBox,
+    *,
+    partial: bool,
+    check: ServerCheck | None = None,
+) -> None:
     security = imap.get("security", conn.imap_security if partial else "ssl")
     if security not in SECURITY_MODES:
         raise Invalid("imap.security must be ssl, starttls or none", details={"field": "imap"})
@@ -61,7 +111,7 @@ def _apply_imap(conn: Connection, imap: dict[str, Any], box: SecretBox, *, parti
         raise Invalid("imap.password is required", details={"field": "imap.password"})
     conn.imap_security = security
     if "host" in imap or not partial:
-        if conn.imap_host != imap["host"] and conn.status != "auth_failed":
+        if conn.imap_host != imap["host"] and conn.status not in ("auth_failed", "unverified"):
             conn.status = "pending"  # a new server: active only after its first good cycle
         conn.imap_host = imap["host"]
     if imap.get("port") is not None:
@@ -73,8 +123,10 @@ def _apply_imap(conn: Connection, imap: dict[str, Any], box: SecretBox, *, parti
     if imap.get("password"):
         conn.imap_password_enc = box.encrypt(imap["password"])
         if conn.status == "auth_failed":  # new credentials: retries resume (§6)
-            conn.status = "pending"
+            conn.status = "pending" if counts_as_owned(conn) else "unverified"
             conn.last_error = None
+    if check is not None and conn.imap_host and ("host" in imap or "port" in imap):
+        check(conn.imap_host, conn.imap_port or DEFAULT_PORTS[security])
     if "folders" in imap:
         conn.imap_folders = list(imap["folders"]) if imap["folders"] else None
     if "since" in imap:
@@ -93,10 +145,12 @@ def create_connection(
     inbox_id: int | None = None,
     meetings: bool = False,
     imap: dict[str, Any] | None = None,
+    check: ServerCheck | None = None,
 ) -> Connection:
     principal.require_user()
     account_id = principal.account_id
     assert account_id is not None
+    owner: User | None = None
     if kind not in ("personal", "team"):
         raise Invalid("kind must be personal or team", details={"field": "kind"})
     address = normalize_address(address)
@@ -120,8 +174,14 @@ def create_connection(
         owner = session.get(User, user_id)
         if owner is None or owner.account_id != account_id:
             raise Invalid("unknown user", code="unknown_user", details={"user_id": user_id})
-    if holder_of(session=session, account_id=account_id, address=address):  # C1, C3
-        raise _already_connected(session=session, account_id=account_id, address=address)
+    holder = holder_of(session=session, account_id=account_id, address=address, user_id=user_id)
+    if holder:  # C1, C3, C7
+        raise _already_connected(
+            session=session, account_id=account_id, address=address, user_id=user_id
+        )
+    # C7: a user's own primary email is proven by being it; any other personal address waits
+    # for a login to its mailbox (the poller) or an admin's confirmation.
+    proven = kind == "team" or (owner is not None and owner.email == address)
     conn = Connection(
         account_id=account_id,
         address=address,
@@ -129,16 +189,19 @@ def create_connection(
         user_id=user_id,
         inbox_id=inbox_id,
         meetings=meetings,
-        status="pending" if imap else "active",
+        status=("pending" if imap else "active") if proven else "unverified",
+        verified_at=utcnow() if kind == "personal" and proven else None,
     )
     if imap:
-        _apply_imap(conn, imap, box, partial=False)
+        _apply_imap(conn, imap, box, partial=False, check=check)
     try:
         with session.begin_nested():
             session.add(conn)
             session.flush()
     except IntegrityError as exc:  # a concurrent connect won the race: the constraint decides
-        raise _already_connected(session=session, account_id=account_id, address=address) from exc
+        raise _already_connected(
+            session=session, account_id=account_id, address=address, user_id=user_id
+        ) from exc
     bump_config_version(session=session, account_id=account_id)
     return conn
 
@@ -155,6 +218,7 @@ def visible_level(*, session: Session, principal: Principal, conn: Connection) -
         if _is_owner(principal, conn):
             return "full"
         return "summary" if principal.is_admin else None
+    assert conn.inbox_id is not None  # ck_connections_kind_owner: a team connection has one
     if principal.is_admin or principal.user_id in member_ids(
         session=session, inbox_id=conn.inbox_id
     ):
@@ -169,11 +233,29 @@ def get_connection(*, session: Session, principal: Principal, connection_id: int
     return conn
 
 
-def list_connections(*, session: Session, principal: Principal, limit: int, offset: int):
+def list_connections(
+    *,
+    session: Session,
+    principal: Principal,
+    limit: int,
+    offset: int,
+    before_id: int | None = None,
+) -> list[Connection]:
+    """The connections the caller may see (C4, C5), newest first; ``before_id``: those older
+    than that one (keyset on ``ix_connections_account_id_id``)."""
+    principal.require_user()
     q = sa.select(Connection).where(Connection.account_id == principal.account_id)
-    conns = list(session.scalars(q.order_by(Connection.id)))
-    visible = [c for c in conns if visible_level(session=session, principal=principal, conn=c)]
-    return visible[offset : offset + limit]
+    if not principal.is_admin:
+        mine = sa.select(InboxMember.inbox_id).where(InboxMember.user_id == principal.user_id)
+        q = q.where(
+            sa.or_(
+                sa.and_(Connection.kind == "personal", Connection.user_id == principal.user_id),
+                sa.and_(Connection.kind == "team", Connection.inbox_id.in_(mine)),
+            )
+        )
+    if before_id is not None:
+        q = q.where(Connection.id < before_id)
+    return list(session.scalars(q.order_by(Connection.id.desc()).limit(limit).offset(offset)))
 
 
 def connection_view(*, session: Session, principal: Principal, conn: Connection) -> dict[str, Any]:
@@ -234,6 +316,7 @@ def update_connection(
     connection_id: int,
     imap: dict[str, Any] | None,
     meetings: bool | None,
+    check: ServerCheck | None = None,
 ) -> Connection:
     conn = get_connection(session=session, principal=principal, connection_id=connection_id)
     _require_manager(session=session, principal=principal, conn=conn)
@@ -244,7 +327,7 @@ def update_connection(
             )
         conn.meetings = meetings
     if imap:
-        _apply_imap(conn, imap, box, partial=conn.imap_host is not None)
+        _apply_imap(conn, imap, box, partial=conn.imap_host is not None, check=check)
     session.flush()
     return conn
 
@@ -253,9 +336,13 @@ def delete_connection(*, session: Session, principal: Principal, connection_id: 
     conn = get_connection(session=session, principal=principal, connection_id=connection_id)
     if conn.kind == "personal" and not _is_owner(principal, conn):
         owner = session.get(User, conn.user_id)
-        if not (principal.is_admin and owner is not None and not owner.active):
+        # C3/C7: an admin removes a deactivated user's connection, or one never proven (it
+        # holds an address without counting for anything).
+        unproven = conn.verified_at is None
+        if not (principal.is_admin and (unproven or owner is None or not owner.active)):
             raise Forbidden(
-                "an admin may disconnect a personal connection only when its owner is deactivated",
+                "an admin may disconnect a personal connection only when its owner is "
+                "deactivated or its address was never proven",
                 code="owner_active",
             )
     elif conn.kind == "team":
@@ -276,4 +363,18 @@ def request_sync(
     conn.backfill_since = since or conn.backfill_since
     conn.sync_requested_at = utcnow()
     session.flush()
+    return conn
+
+
+def verify_connection(*, session: Session, principal: Principal, connection_id: int) -> Connection:
+    """C7: an admin confirms that a personal connection's address is its owner's."""
+    principal.require_admin()
+    conn = get_connection(session=session, principal=principal, connection_id=connection_id)
+    if conn.verified_at is None:
+        conn.verified_at = utcnow()
+        if conn.status == "unverified":
+            synced = conn.last_sync_at is not None
+            conn.status = "pending" if conn.imap_host is not None and not synced else "active"
+        session.flush()
+        bump_config_version(session=session, account_id=conn.account_id)
     return conn

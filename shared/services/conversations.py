@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -23,15 +25,48 @@ def list_conversations(
     assignee_id: int | None,
     limit: int,
     offset: int,
+    before_id: int | None = None,
 ) -> list[Conversation]:
+    """Latest message first (conversations without one last), then newest id first.
+
+    Keyset: ``before_id`` names the last conversation of the previous page (422 unless it is
+    in this list); the page continues after its (last_message_at, id). Each filter has its
+    index (``ix_conversations_inbox_{last,status_last,assignee_last}``), read in order: the
+    dated conversations by a row-value range, then — only when the page is not yet full — the
+    undated ones, so no query sorts the inbox.
+    """
     get_inbox(session=session, principal=principal, inbox_id=inbox_id)
-    q = sa.select(Conversation).where(Conversation.inbox_id == inbox_id)
+    listed = sa.select(Conversation).where(Conversation.inbox_id == inbox_id)
     if status:
-        q = q.where(Conversation.status == status)
+        listed = listed.where(Conversation.status == status)
     if assignee_id is not None:
-        q = q.where(Conversation.assignee_id == assignee_id)
-    q = q.order_by(Conversation.last_message_at.desc().nulls_last(), Conversation.id.desc())
-    return list(session.scalars(q.limit(limit).offset(offset)))
+        listed = listed.where(Conversation.assignee_id == assignee_id)
+    last, cid = Conversation.last_message_at, Conversation.id
+    cursor = None
+    if before_id is not None:
+        cursor = session.execute(
+            listed.with_only_columns(last, cid).where(cid == before_id)
+        ).first()
+        if cursor is None:
+            raise Invalid(
+                "before_id names no conversation of this list",
+                code="unknown_before_id",
+                details={"before_id": before_id},
+            )
+    window = offset + limit
+    found: list[Conversation] = []
+    if cursor is None or cursor[0] is not None:
+        dated = listed.where(last.is_not(None))
+        if cursor is not None:
+            bound = (sa.literal(cursor[0], type_=last.type), sa.literal(cursor[1]))
+            dated = dated.where(sa.tuple_(last, cid) < sa.tuple_(*bound))
+        found = list(session.scalars(dated.order_by(last.desc(), cid.desc()).limit(window)))
+    if len(found) < window:
+        undated = listed.where(last.is_(None))
+        if cursor is not None and cursor[0] is None:
+            undated = undated.where(cid < cursor[1])
+        found += session.scalars(undated.order_by(cid.desc()).limit(window - len(found)))
+    return found[offset:window]
 
 
 def get_conversation(
@@ -77,8 +112,15 @@ def visible_counts(
     return {cid: n for cid, n in rows}
 
 
+class ConversationChanges(TypedDict, total=False):
+    """The fields a PATCH of a conversation names (the absent ones stay as they are)."""
+
+    status: str | None
+    assignee_id: int | None
+
+
 def update_conversation(
-    *, session: Session, principal: Principal, conversation_id: int, fields: dict[str, object]
+    *, session: Session, principal: Principal, conversation_id: int, fields: ConversationChanges
 ) -> Conversation:
     conv = get_conversation(session=session, principal=principal, conversation_id=conversation_id)
     if "status" in fields:
@@ -99,6 +141,6 @@ def update_conversation(
                 session=session, inbox_id=conv.inbox_id
             ):
                 raise Invalid("the assignee is not a member of this inbox", code="not_a_member")
-        conv.assignee_id = assignee  # type: ignore[assignment]
+        conv.assignee_id = assignee
     session.flush()
     return conv

@@ -50,12 +50,22 @@ def get_contact(*, session: Session, principal: Principal, contact_id: int) -> C
 
 
 def find_contacts(
-    *, session: Session, principal: Principal, email: str | None, limit: int, offset: int
+    *,
+    session: Session,
+    principal: Principal,
+    email: str | None,
+    limit: int,
+    offset: int,
+    before_id: int | None = None,
 ) -> list[Contact]:
+    """Contacts newest first; ``before_id``: those older than that contact (keyset, on
+    ``ix_contacts_account_id_id``; by address, the unique (account, email) index)."""
     q = sa.select(Contact).where(Contact.account_id == principal.account_id)
     if email:
         q = q.where(Contact.email == normalize_address(email))
-    return list(session.scalars(q.order_by(Contact.id).limit(limit).offset(offset)))
+    if before_id is not None:
+        q = q.where(Contact.id < before_id)
+    return list(session.scalars(q.order_by(Contact.id.desc()).limit(limit).offset(offset)))
 
 
 def create_contact(
@@ -78,8 +88,8 @@ def create_contact(
     if domain:
         company_id = get_or_create_company(
             session=session,
-            account_id=principal.account_id,
-            domain=domain,  # type: ignore[arg-type]
+            account_id=principal.user_account_id(),
+            domain=domain,
         ).id
     contact = Contact(
         account_id=principal.account_id,
@@ -114,9 +124,19 @@ def get_company(*, session: Session, principal: Principal, company_id: int) -> C
 
 
 def find_companies(
-    *, session: Session, principal: Principal, domain: str | None, limit: int, offset: int
+    *,
+    session: Session,
+    principal: Principal,
+    domain: str | None,
+    limit: int,
+    offset: int,
+    before_id: int | None = None,
 ) -> list[Company]:
+    """Companies newest first; ``before_id``: those older than that company (keyset, on
+    ``ix_companies_account_id_id``)."""
     q = sa.select(Company).where(Company.account_id == principal.account_id)
     if domain:
         q = q.where(Company.domain == domain.strip().lower())
-    return list(session.scalars(q.order_by(Company.id).limit(limit).offset(offset)))
+    if before_id is not None:
+        q = q.where(Company.id < before_id)
+    return list(session.scalars(q.order_by(Company.id.desc()).limit(limit).offset(offset)))

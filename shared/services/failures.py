@@ -4,12 +4,14 @@ messages finally succeed. The raw message stays until then."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from shared import counters
 from shared.db.base import utcnow
 from shared.db.models import Connection, Decision, Failure, StoredMessage
 from shared.db.upsert import insert_ignore
@@ -18,6 +20,7 @@ from shared.rules import codes
 from shared.timefmt import iso
 
 UNPROCESSED = ("stored", "processing")
+PERSONAL = "personal"
 
 
 def scoped(stmt: Any, column: Any, account_id: int | None) -> Any:
@@ -30,13 +33,67 @@ class FailureResolved(DomainError):
     code = "failure_resolved"
 
 
-def failure_view(f: Failure) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FailureViewer:
+    """Whose failures, and whose texts, a caller sees (§6: personal mail follows C4).
+
+    ``account_id`` None: every account (the operator). ``user_id``: the caller, who sees the
+    error text of failures of their own personal connections. ``own_only``: a member, who
+    sees only those.
+    """
+
+    account_id: int | None
+    user_id: int | None = None
+    own_only: bool = False
+
+
+OPERATOR = FailureViewer(account_id=None)
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    failure: Failure
+    source: str
+    connection_id: int | None
+    # The owner of the personal connection the mail came from; None for other mail.
+    owner_id: int | None
+
+    @property
+    def personal(self) -> bool:
+        return self.source == PERSONAL
+
+
+def _rows(viewer: FailureViewer) -> Any:
+    """Failures with their message's source and the personal connection's owner (both by
+    primary key); scoped to the viewer's account and, for a member, to their own."""
+    owner = Connection.user_id.label("owner_id")
+    stmt = (
+        sa.select(Failure, StoredMessage.source, StoredMessage.connection_id, owner)
+        .join(StoredMessage, StoredMessage.id == Failure.stored_message_id)
+        .outerjoin(
+            Connection,
+            sa.and_(Connection.id == StoredMessage.connection_id, StoredMessage.source == PERSONAL),
+        )
+    )
+    stmt = scoped(stmt, Failure.account_id, viewer.account_id)
+    if viewer.own_only:
+        stmt = stmt.where(StoredMessage.source == PERSONAL, owner == viewer.user_id)
+    return stmt
+
+
+def failure_view(row: FailureRow, viewer: FailureViewer) -> dict[str, Any]:
+    """A failure as ``viewer`` may see it: the text of personal mail only for its owner."""
+    f = row.failure
+    redacted = row.personal and (row.owner_id is None or row.owner_id != viewer.user_id)
     return {
         "id": f.id,
         "account_id": f.account_id,
         "stored_message_id": f.stored_message_id,
+        "source": row.source,
+        "connection_id": row.connection_id,
         "stage": f.stage,
-        "error": f.error,
+        "error": None if redacted else f.error,
+        "redacted": redacted,
         "attempts": f.attempts,
         "created_at": iso(f.created_at),
         "resolved_at": iso(f.resolved_at),
@@ -44,11 +101,18 @@ def failure_view(f: Failure) -> dict[str, Any]:
 
 
 def fail_message(
-    *, session: Session, stored_id: int, stage: str, error: str, attempts: int
+    *,
+    session: Session,
+    stored_id: int,
+    stage: str,
+    error: str,
+    attempts: int,
+    code: str = codes.PROCESSING_FAILED,
 ) -> None:
     """A permanent failure: the row marked failed with its raw message kept, a failure record
-    for ops, and the message's one decision (§2), ``failed``/``processing_failed`` — private to
-    the owner for personal-inbox mail, like every decision of that connection (C4)."""
+    for ops, and the message's one decision (§2), ``failed``/``code`` (processing_failed,
+    processing_timeout) — private to the owner for personal-inbox mail, like every decision
+    of that connection (C4). Counted (shared/counters.py) once the transaction commits."""
     row = session.get(StoredMessage, stored_id)
     if row is None:
         return
@@ -63,7 +127,7 @@ def fail_message(
         )
     )
     owner = None
-    if row.source == "personal" and row.connection_id is not None:
+    if row.source == PERSONAL and row.connection_id is not None:
         owner = session.scalar(
             sa.select(Connection.user_id).where(Connection.id == row.connection_id)
         )
@@ -76,32 +140,42 @@ def fail_message(
             "received_at": row.received_at,
             "source": row.source,
             "outcome": codes.FAILED,
-            "codes": [codes.PROCESSING_FAILED],
+            "codes": [code],
             "participants": [],
             "connection_id": row.connection_id,
             "private_to_user_id": owner,
         },
         ["stored_message_id"],
     )
+    source = row.source
+    counters.on_commit(session, lambda: counters.count_failure(stage, source, [code]))
 
 
 def list_failures(
     *,
     session: Session,
-    account_id: int | None,
+    viewer: FailureViewer,
     include_resolved: bool = False,
     since: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> list[Failure]:
-    """Failures newest first; unresolved only unless ``include_resolved``."""
-    stmt = scoped(sa.select(Failure), Failure.account_id, account_id)
+    before_id: int | None = None,
+) -> list[FailureRow]:
+    """Failures newest first (by id); unresolved only unless ``include_resolved``.
+
+    Keyset paging: ``before_id`` continues after that failure. The orders are backed by
+    ``ix_failures_open`` / ``ix_failures_account_open`` (unresolved, partial) and
+    ``ix_failures_account_id_id``, so a deep page costs what the first one does.
+    """
+    stmt = _rows(viewer)
     if not include_resolved:
         stmt = stmt.where(Failure.resolved_at.is_(None))
     if since is not None:
         stmt = stmt.where(Failure.created_at >= since)
-    stmt = stmt.order_by(Failure.created_at.desc(), Failure.id.desc()).limit(limit).offset(offset)
-    return list(session.scalars(stmt))
+    if before_id is not None:
+        stmt = stmt.where(Failure.id < before_id)
+    stmt = stmt.order_by(Failure.id.desc()).limit(limit).offset(offset)
+    return [FailureRow(f, source, cid, owner) for f, source, cid, owner in session.execute(stmt)]
 
 
 def count_unresolved(*, session: Session, account_id: int | None) -> int:
@@ -113,15 +187,25 @@ def count_unresolved(*, session: Session, account_id: int | None) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def retry_failure(*, session: Session, account_id: int | None, failure_id: int) -> int | None:
+def retry_failure(
+    *,
+    session: Session,
+    account_id: int | None,
+    failure_id: int,
+    viewer: FailureViewer | None = None,
+) -> int | None:
     """Put a failed message back to ``stored`` with its attempts reset; return its id to enqueue.
 
     None when the message is already back in the pipeline (a second click is harmless). The
     failure stays unresolved until the message ends ``done`` (see :func:`resolve_failures`).
+    ``viewer`` (default: every failure of ``account_id``) limits what may be retried: a
+    member only the failures of their own personal connections.
     """
-    failure = session.get(Failure, failure_id)
-    if failure is None or (account_id is not None and failure.account_id != account_id):
+    viewer = viewer or FailureViewer(account_id=account_id)
+    found = session.execute(_rows(viewer).where(Failure.id == failure_id)).first()
+    if found is None:
         raise NotFound("no such failure")
+    failure = found[0]
     if failure.resolved_at is not None:
         raise FailureResolved("this failure is resolved: its message was processed")
     msg = session.get(StoredMessage, failure.stored_message_id)
@@ -132,6 +216,7 @@ def retry_failure(*, session: Session, account_id: int | None, failure_id: int) 
     if msg.status == "done":  # finished by another route: nothing left to retry
         raise FailureResolved("this failure is resolved: its message was processed")
     msg.status, msg.attempts, msg.updated_at = "stored", 0, utcnow()
+    msg.solo_attempts, msg.last_stop = 0, None
     # The retry decides afresh: its decision replaces the placeholder of the failure.
     session.execute(
         sa.delete(Decision).where(
@@ -144,11 +229,13 @@ def retry_failure(*, session: Session, account_id: int | None, failure_id: int) 
 def retry_failures_since(*, session: Session, account_id: int | None, since: datetime) -> list[int]:
     """Retry every unresolved failure created at or after ``since``; the stored ids to enqueue."""
     ids: list[int] = []
-    for f in list_failures(
-        session=session, account_id=account_id, since=since, limit=100_000, offset=0
+    for row in list_failures(
+        session=session, viewer=FailureViewer(account_id=account_id), since=since, limit=100_000
     ):
         try:
-            stored_id = retry_failure(session=session, account_id=account_id, failure_id=f.id)
+            stored_id = retry_failure(
+                session=session, account_id=account_id, failure_id=row.failure.id
+            )
         except FailureResolved:
             continue
         if stored_id is not None and stored_id not in ids:

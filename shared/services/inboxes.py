@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -44,13 +46,25 @@ def get_inbox(*, session: Session, principal: Principal, inbox_id: int) -> TeamI
     return inbox
 
 
-def list_inboxes(*, session: Session, principal: Principal, limit: int, offset: int):
+def list_inboxes(
+    *,
+    session: Session,
+    principal: Principal,
+    limit: int,
+    offset: int,
+    before_id: int | None = None,
+) -> list[TeamInbox]:
+    """The inboxes the caller sees (admins: all; members: theirs), newest first;
+    ``before_id``: those older than that inbox (keyset, on ``ix_team_inboxes_account_id_id``;
+    a member's through ``ix_inbox_members_user_id``)."""
     q = sa.select(TeamInbox).where(TeamInbox.account_id == principal.account_id)
     if not principal.is_admin:
         q = q.join(InboxMember, InboxMember.inbox_id == TeamInbox.id).where(
             InboxMember.user_id == principal.user_id
         )
-    return list(session.scalars(q.order_by(TeamInbox.id).limit(limit).offset(offset)))
+    if before_id is not None:
+        q = q.where(TeamInbox.id < before_id)
+    return list(session.scalars(q.order_by(TeamInbox.id.desc()).limit(limit).offset(offset)))
 
 
 def _set_members(*, session: Session, inbox: TeamInbox, user_ids: list[int]) -> None:
@@ -85,8 +99,16 @@ def create_inbox(
     return inbox
 
 
+class InboxChanges(TypedDict, total=False):
+    """The fields a PATCH of an inbox names (the absent ones stay as they are)."""
+
+    name: str | None
+    sender_name: str | None
+    member_ids: list[int] | None
+
+
 def update_inbox(
-    *, session: Session, principal: Principal, inbox_id: int, fields: dict[str, object]
+    *, session: Session, principal: Principal, inbox_id: int, fields: InboxChanges
 ) -> TeamInbox:
     principal.require_admin()
     inbox = get_inbox(session=session, principal=principal, inbox_id=inbox_id)
@@ -96,9 +118,9 @@ def update_inbox(
             raise Invalid("name must not be empty", details={"field": "name"})
         inbox.name = name
     if "sender_name" in fields:
-        inbox.sender_name = fields["sender_name"]  # type: ignore[assignment]
+        inbox.sender_name = fields["sender_name"]
     if "member_ids" in fields:
-        ids = list(fields["member_ids"] or [])  # type: ignore[call-overload]
+        ids = list(fields["member_ids"] or [])
         _check_users(session=session, account_id=principal.account_id, user_ids=set(ids))
         _set_members(session=session, inbox=inbox, user_ids=ids)
     session.flush()
@@ -112,8 +134,11 @@ def get_rules(*, session: Session, inbox_id: int) -> list[Rule]:
         .order_by(RoutingRule.position)
     )
     return [
+        # "stored": a rule saved before regexes ran on RE2 still loads (its pattern RE2
+        # cannot run never matches) instead of failing every message of the inbox.
         Rule.model_validate(
-            {"name": r.name, "conditions": r.conditions, "action": r.action, "tags": r.tags}
+            {"name": r.name, "conditions": r.conditions, "action": r.action, "tags": r.tags},
+            context={"stored": True},
         )
         for r in session.scalars(q)
     ]

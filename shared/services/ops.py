@@ -1,8 +1,10 @@
 """Operations figures and actions: pipeline and connection health, gateway counters, failures.
 
-Everything here is derived from the database, the source of truth shared by every process: the
+Everything here is read from the database, the source of truth shared by every process: the
 API that answers ``/v1/ops/*`` and ``/metrics`` runs apart from the gateways and workers. An
 ``account_id`` of None means the operator's all-accounts view; an admin passes their account.
+Counts of what happened (replies, decisions, failures) come from the counter table
+(shared/counters.py); live state from bounded queries (:func:`backlog`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from shared import counters
 from shared.db.base import utcnow
-from shared.db.models import Connection, GatewayCounter, StoredMessage
+from shared.db.models import Connection, Failure, StoredMessage
 from shared.services.failures import UNPROCESSED, count_unresolved, scoped
 
 PIPELINE_STATES = ("stored", "processing", "done", "failed")
+BACKLOG_STATES = UNPROCESSED
+# The predicate of the partial index ``ix_stored_messages_backlog``, spelled with literals: a
+# planner uses a partial index only when it can prove the query implies the index predicate,
+# which a bound parameter (a generic prepared plan) does not let it do.
+IN_BACKLOG = StoredMessage.status.in_([sa.literal_column(f"'{s}'") for s in BACKLOG_STATES])
 
 
 def epoch(session: Session, column: Any) -> Any:
@@ -50,18 +58,59 @@ def oldest_unprocessed_seconds(
 ) -> float | None:
     """Age of the oldest message still ``stored`` or ``processing``; None when there is none."""
     stmt = scoped(
-        sa.select(sa.func.min(StoredMessage.received_at)).where(
-            StoredMessage.status.in_(UNPROCESSED)
-        ),
+        sa.select(sa.func.min(StoredMessage.received_at)).where(IN_BACKLOG),
         StoredMessage.account_id,
         account_id,
     )
-    oldest = session.scalar(stmt)
+    return _age(session.scalar(stmt), now)
+
+
+def _age(oldest: Any, now: datetime | None = None) -> float | None:
     if oldest is None:
         return None
-    if oldest.tzinfo is None:  # an aggregate skips the column type on SQLite
-        oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=utcnow().tzinfo)
-    return max(0.0, round(((now or utcnow()) - oldest).total_seconds(), 3))
+    first: datetime = (
+        oldest if isinstance(oldest, datetime) else datetime.fromisoformat(str(oldest))
+    )
+    if first.tzinfo is None:  # an aggregate skips the column type on SQLite: naive UTC text
+        first = first.replace(tzinfo=utcnow().tzinfo)
+    seconds: float = ((now or utcnow()) - first).total_seconds()
+    return max(0.0, round(seconds, 3))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    counts: dict[str, int]
+    oldest_seconds: float | None
+
+
+def backlog(*, session: Session, now: datetime | None = None) -> Backlog:
+    """Messages ``stored`` or ``processing`` and the age of the oldest, all accounts.
+
+    One query that reads the partial index ``ix_stored_messages_backlog`` only: its cost is
+    the backlog's size, not the table's (``/metrics`` runs it on every scrape).
+    """
+    counts, oldest = dict.fromkeys(BACKLOG_STATES, 0), None
+    rows = session.execute(
+        sa.select(StoredMessage.status, sa.func.count(), sa.func.min(StoredMessage.received_at))
+        .where(IN_BACKLOG)
+        .group_by(StoredMessage.status)
+    )
+    for status, n, first in rows:
+        counts[status] = int(n)
+        age = _age(first, now)
+        if age is not None and (oldest is None or age > oldest):
+            oldest = age
+    return Backlog(counts, oldest)
+
+
+def unresolved_by_stage(*, session: Session) -> dict[str, int]:
+    """Unresolved failures by stage, all accounts (the partial index ``ix_failures_open``)."""
+    rows = session.execute(
+        sa.select(Failure.stage, sa.func.count())
+        .where(Failure.resolved_at.is_(None))
+        .group_by(Failure.stage)
+    )
+    return {stage: int(n) for stage, n in sorted(rows)}
 
 
 def connection_health(
@@ -103,8 +152,10 @@ def connection_health(
 def gateway_counts(*, session: Session) -> dict[str, Any]:
     """SMTP end-of-DATA replies summed over every gateway: 2xx accepted, 4xx/5xx rejected."""
     by_code = {
-        code: int(n)
-        for code, n in session.execute(sa.select(GatewayCounter.code, GatewayCounter.count))
+        labels.get("code", ""): int(n)
+        for labels, n in counters.read_counts(session=session, names=[counters.SMTP_REPLIES]).get(
+            counters.SMTP_REPLIES, []
+        )
     }
     accepted = sum(n for code, n in by_code.items() if code.startswith("2"))
     rejected = sum(n for code, n in by_code.items() if code[:1] in ("4", "5"))
@@ -127,27 +178,6 @@ def status_report(
     if account_id is None:
         body["gateway"] = gateway_counts(session=session)
     return body
-
-
-def add_gateway_counts(*, session: Session, deltas: dict[str, int]) -> None:
-    """Add a gateway's reply-count deltas: ``INSERT … ON CONFLICT (code) DO UPDATE count+=``."""
-    rows = [{"code": code, "count": n, "updated_at": utcnow()} for code, n in deltas.items() if n]
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(GatewayCounter).values(rows)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["code"],
-            set_={
-                "count": GatewayCounter.count + stmt.excluded.count,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-    )
 
 
 # --- throughput -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.account_settings import normalize_never_log_entry
-from shared.db.models import User
+from shared.db.models import Connection, User
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.mail.addresses import normalize_address
 from shared.principal import Principal
@@ -23,15 +23,15 @@ def get_user(*, session: Session, principal: Principal, user_id: int) -> User:
     return user
 
 
-def list_users(*, session: Session, principal: Principal, limit: int, offset: int) -> list[User]:
-    q = (
-        sa.select(User)
-        .where(User.account_id == principal.account_id)
-        .order_by(User.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(session.scalars(q))
+def list_users(
+    *, session: Session, principal: Principal, limit: int, offset: int, before_id: int | None = None
+) -> list[User]:
+    """The account's users, newest first; ``before_id``: those older than that user (keyset,
+    on ``ix_users_account_id_id``)."""
+    q = sa.select(User).where(User.account_id == principal.account_id)
+    if before_id is not None:
+        q = q.where(User.id < before_id)
+    return list(session.scalars(q.order_by(User.id.desc()).limit(limit).offset(offset)))
 
 
 def create_user(
@@ -40,9 +40,28 @@ def create_user(
     principal.require_admin()
     if role not in ROLES:
         raise Invalid("role must be admin or member", details={"field": "role"})
+    email = normalize_address(email)
+    held = session.scalar(
+        sa.select(Connection).where(
+            Connection.account_id == principal.account_id, Connection.address == email
+        )
+    )
+    if held is not None:
+        # C7: an address maps to at most one user, always the same — one already connected
+        # (by someone, or as a team address) cannot become another user's primary email.
+        holder = (
+            {"kind": "user", "id": held.user_id}
+            if held.kind == "personal"
+            else {"kind": "inbox", "id": held.inbox_id}
+        )
+        raise Conflict(
+            f"{email} is already connected",
+            code="address_already_connected",
+            details={"holder": holder},
+        )
     user = User(
         account_id=principal.account_id,
-        email=normalize_address(email),
+        email=email,
         name=name,
         role=role,
         never_log=[],

@@ -47,6 +47,7 @@ def stack(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         INBOXLOG_POLL_SECONDS="2",
         INBOXLOG_POLLER_LEASE_SECONDS="3",
         INBOXLOG_IMAP_FETCH_BATCH="25",
+        INBOXLOG_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8",  # Dovecot is on loopback
     )
     s.start_worker()
     yield s

@@ -12,7 +12,7 @@ from shared.mail.addresses import (
     registrable_domain,
 )
 from shared.mail.identity import message_identity
-from shared.mail.threading import thread_subject
+from shared.mail.subjects import thread_subject
 from tests.mail.mail_helpers import load
 
 MSG = (

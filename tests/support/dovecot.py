@@ -565,6 +565,12 @@ class DovecotServer:
             status = client.folder_status(folder, [b"UIDVALIDITY"])
         return int(status[b"UIDVALIDITY"])
 
+    def uidnext(self, user: str, folder: str) -> int:
+        """The UID the folder's next message will get."""
+        with self._session(user) as client:
+            status = client.folder_status(folder, [b"UIDNEXT"])
+        return int(status[b"UIDNEXT"])
+
     def message_count(self, user: str, folder: str) -> int:
         with self._session(user) as client:
             status = client.folder_status(folder, [b"MESSAGES"])

@@ -37,7 +37,6 @@ class InProcessGateway:
             self.store.close()
             self.store = GroupCommitStore(store_sessions)
             self.server.handler.store = self.store
-        self.directory.refresh()
         self.port = self.call(self.server.start())
 
     @property

@@ -28,10 +28,12 @@ def inboxlog_env(**values: str) -> dict[str, str]:
     return env
 
 
-def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+def start(
+    args: list[str], env: dict[str, str], cwd: Path, log: Path, module: str = "inboxlog"
+) -> subprocess.Popen:
     out = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "inboxlog", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         cwd=cwd,
         stdout=out,

@@ -3,6 +3,7 @@ PostgreSQL (or the embedded defaults), plus helpers to send mail over SMTP and w
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -33,9 +34,11 @@ class Stack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(
+        self, name: str, *args: str, module: str = "inboxlog", env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = self.workdir / f"{name}.log"
-        proc = start(list(args), self.env, self.workdir, log)
+        proc = start(list(args), {**self.env, **(env or {})}, self.workdir, log, module=module)
         self.procs[name] = proc
         return proc
 
@@ -43,8 +46,22 @@ class Stack:
         self.start("gateway", "gateway")
         wait_for(lambda: _port_open(self.smtp_port), 30, lambda: self.log("gateway"))
 
-    def start_worker(self, concurrency: int = 2) -> None:
-        self.start("worker", "worker", "-c", str(concurrency))
+    def start_worker(
+        self, concurrency: int = 2, faults: list[dict[str, Any]] | None = None
+    ) -> None:
+        """A Celery worker; with ``faults``, one with faults injected into pipeline stages
+        (tests/support/faulty_worker.py)."""
+        if faults:
+            self.start(
+                "worker",
+                "worker",
+                "-c",
+                str(concurrency),
+                module="tests.support.faulty_worker",
+                env={"INBOXLOG_TEST_FAULTS": json.dumps(faults)},
+            )
+        else:
+            self.start("worker", "worker", "-c", str(concurrency))
         wait_for(lambda: "ready." in self.log("worker"), 60, lambda: self.log("worker"))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
@@ -128,7 +145,8 @@ def make_stack(workdir: Path, db_url: str, broker_url: str, **extra: str) -> Sta
         INBOXLOG_HTTP_PORT=str(free_port()),
         INBOXLOG_SWEEP_AFTER_SECONDS="3",
         INBOXLOG_SMTP_RATE_PER_MINUTE="1000000",
-        **extra,
+        # The tests' servers (Dovecot, fakes) live on loopback.
+        **{"INBOXLOG_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8", **extra},
     )
     engine = make_engine(db_url)
     return Stack(workdir, db_url, broker_url, env, smtp_port, make_session_factory(engine))

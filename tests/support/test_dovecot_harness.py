@@ -300,3 +300,28 @@ def test_append_many_returns_uids_in_order(server: DovecotServer) -> None:
     finally:
         client.logout()
     assert body == messages[777]
+
+
+def test_uidnext_is_the_next_appended_uid(server: DovecotServer) -> None:
+    nxt = server.uidnext(USER, "INBOX")
+    assert server.append(USER, "INBOX", make_message(1)) == nxt
+    assert server.uidnext(USER, "INBOX") == nxt + 1
+
+
+def test_fault_proxy_hides_uids_counts_bytes_and_keeps_commands(server: DovecotServer) -> None:
+    raws = [make_message(i, body_size=5000) for i in range(3)]
+    uids = [server.append(USER, "INBOX", raw) for raw in raws]
+    with FaultProxy(server.address) as proxy:
+        client = login(server, port=proxy.port)
+        client.select_folder("INBOX", readonly=True)
+        proxy.reset_counters()
+        proxy.hide_uids({uids[1]})
+        got = client.fetch(uids, ["BODY.PEEK[]"])
+        assert sorted(got) == [uids[0], uids[2]]  # listed, but not returned
+        assert client.search("ALL") == uids  # SEARCH is untouched
+        shown = len(raws[0]) + len(raws[2])
+        assert shown < proxy.bytes_to_client < shown + 1000  # two bodies and the chatter
+        assert any(b"FETCH" in line and b"BODY.PEEK[]" in line for line in proxy.commands)
+        proxy.hide_uids(set())
+        assert sorted(client.fetch(uids, ["BODY.PEEK[]"])) == uids
+        client.logout()

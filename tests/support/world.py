@@ -76,10 +76,17 @@ class World:
 
         box = kw.pop("box", SecretBox(Fernet.generate_key().decode()))
         principal = kw.pop("principal", self.admin)
+        # Proven (C7) as a successful login would: most tests need the address to count.
+        verified = kw.pop("verified", True)
         with transaction(self.sessions) as s:
-            return connections.create_connection(
+            conn = connections.create_connection(
                 session=s, principal=principal, box=box, address=address, **kw
-            ).id
+            )
+            if verified and conn.kind == "personal" and conn.verified_at is None:
+                connections.verify_connection(
+                    session=s, principal=self.admin, connection_id=conn.id
+                )
+            return conn.id
 
     # -- reading results ---------------------------------------------------------------------
     def decisions(self) -> list[Decision]:

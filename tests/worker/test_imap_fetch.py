@@ -1,4 +1,5 @@
-"""The lean FETCH reader: every response shape a server may send, byte for byte.
+"""The lean FETCH reader: every response shape a server may send, byte for byte; and how a
+folder's UIDs are cut into FETCH batches bounded by count and bytes (§6 Bounded).
 
 (The same reader runs against the real Dovecot in tests/e2e/test_imap_sync.py and through the
 fault proxy in tests/e2e/test_imap_resilience.py.)
@@ -11,17 +12,34 @@ import io
 import pytest
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from worker.imap.fetch import read_fetch_response, uid_set
+from worker.imap.fetch import FetchResult, read_fetch_response, uid_set
+from worker.imap.placeholders import MISSING_ON_SERVER, TOO_LARGE
+from worker.imap.sync import FetchLimits, plan_batches
 
 MSG_A = b"From: a@x.example\r\nSubject: one\r\n\r\nbody {3}\r\n* 9 FETCH (UID 99 BODY[] {2}\r\n"
 MSG_B = b"Subject: two\r\n\r\n\xe3\x81\x82 8-bit\r\n"
 
 
-def _read(transcript: bytes, tag: bytes = b"ilf7", wanted: set[int] | None = None) -> dict:
+def _result(
+    transcript: bytes,
+    tag: bytes = b"ilf7",
+    wanted: set[int] | None = None,
+    max_bytes: int | None = None,
+) -> FetchResult:
     stream = io.BytesIO(transcript)
     return read_fetch_response(
-        stream.readline, stream.read, tag, wanted=wanted if wanted is not None else {5, 6, 7}
+        stream.readline,
+        stream.read,
+        tag,
+        wanted=wanted if wanted is not None else {5, 6, 7},
+        max_bytes=max_bytes,
     )
+
+
+def _read(transcript: bytes, tag: bytes = b"ilf7", wanted: set[int] | None = None) -> dict:
+    got = _result(transcript, tag, wanted)
+    assert got.oversized == {}
+    return got.bodies
 
 
 def _lit(data: bytes) -> bytes:
@@ -97,3 +115,67 @@ def test_uid_sets_are_compact_ranges() -> None:
     assert uid_set([9, 1, 2, 3, 7, 10, 3]) == "1:3,7,9:10"
     assert uid_set([4]) == "4"
     assert uid_set(range(1, 201)) == "1:200"
+
+
+def test_a_body_larger_than_the_bound_is_dropped_not_kept() -> None:
+    """A server announcing a small RFC822.SIZE and then sending a huge body: the body is read
+    off the wire in chunks and dropped (memory stays bounded); the UID is reported with the
+    size it really had, and the messages around it are kept."""
+    big = b"x" * 3_000_000
+    reads: list[int] = []
+    stream = io.BytesIO(
+        b"* 1 FETCH (UID 5 BODY[] " + _lit(MSG_A) + b")\r\n"
+        b"* 2 FETCH (UID 6 BODY[] " + _lit(big) + b")\r\n"
+        b"* 3 FETCH (UID 7 BODY[] " + _lit(MSG_B) + b")\r\n"
+        b"ilf7 OK done\r\n"
+    )
+
+    def read(n: int) -> bytes:
+        reads.append(n)
+        return stream.read(n)
+
+    got = read_fetch_response(stream.readline, read, b"ilf7", wanted={5, 6, 7}, max_bytes=1_000_000)
+    assert got.bodies == {5: MSG_A, 7: MSG_B}
+    assert got.oversized == {6: len(big)}
+    assert max(reads) <= 1 << 20  # never one read of the whole literal
+
+
+def _limits(batch: int = 3, batch_bytes: int = 1000, max_message: int = 600) -> FetchLimits:
+    return FetchLimits(batch=batch, batch_bytes=batch_bytes, max_message=max_message)
+
+
+def test_batches_are_bounded_by_count_and_by_bytes() -> None:
+    sizes = {1: 100, 2: 100, 3: 100, 4: 100, 5: 400, 6: 400, 7: 300, 8: 10}
+    batches = plan_batches(sizes, sizes, _limits())
+    assert [b.fetch for b in batches] == [[1, 2, 3], [4, 5, 6], [7, 8]]
+    for b in batches:
+        assert len(b.fetch) <= 3 and sum(sizes[u] for u in b.fetch) <= 1000
+        assert b.skipped == {}
+
+
+def test_a_message_over_the_byte_budget_but_allowed_goes_alone() -> None:
+    sizes = {1: 10, 2: 900, 3: 10}
+    limits = _limits(batch=10, batch_bytes=500, max_message=1000)
+    assert [b.fetch for b in plan_batches(sizes, sizes, limits)] == [[1], [2], [3]]
+
+
+def test_too_large_and_unlisted_uids_ride_with_their_uid_range() -> None:
+    """A message over max_message is never in a FETCH; a UID without a size (the server did
+    not return it) is recorded missing. Both travel in the batch of their UID range, so the
+    cursor passes them in the commit that records them."""
+    sizes = {1: 100, 2: 5000, 3: 100, 5: 100}
+    batches = plan_batches([1, 2, 3, 4, 5], sizes, _limits(batch=3))
+    assert [(b.fetch, b.skipped) for b in batches] == [
+        ([1, 3], {2: (TOO_LARGE, 5000)}),
+        ([5], {4: (MISSING_ON_SERVER, 0)}),
+    ]
+    assert [b.last_uid for b in batches] == [3, 5]
+    ranges = [sorted([*b.fetch, *b.skipped]) for b in batches]
+    assert ranges == [[1, 2, 3], [4, 5]]
+
+
+def test_a_long_run_of_unfetchable_uids_is_still_cut_by_count() -> None:
+    sizes = {u: 10_000 for u in range(1, 11)}
+    batches = plan_batches(sizes, sizes, _limits(batch=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert all(not b.fetch for b in batches)

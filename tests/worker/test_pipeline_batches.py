@@ -38,7 +38,7 @@ def test_a_batch_with_the_same_message_twice_logs_it_once(world: World) -> None:
     raw = message("alice@ours.example", ["ken@acme.co.jp"], message_id="<same@x.example>")
     other = message("alice@ours.example", ["ken@acme.co.jp", "amy@acme.co.jp"])
     ids = store(world, [raw, other, raw])
-    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost").jobs
     assert [j.outcome for j in jobs] == ["logged", "logged", "duplicate"]
     assert jobs[0].email_id == jobs[2].email_id
     assert len(world.emails()) == 2 and set(world.contacts()) == {
@@ -55,7 +55,7 @@ def test_a_batch_with_the_same_message_twice_logs_it_once(world: World) -> None:
             == 3
         )
     # A redelivered batch finds nothing left to do.
-    assert driver.process_many(ids, Deps(world.sessions), "log.localhost") == []
+    assert driver.process_many(ids, Deps(world.sessions), "log.localhost").jobs == []
 
 
 def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
@@ -71,17 +71,22 @@ def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
         real_gather(job, batch)
 
     monkeypatch.setattr(
-        driver, "PER_MESSAGE_STAGES", (("gather", exploding_gather), *driver.PER_MESSAGE_STAGES[1:])
+        driver,
+        "PIPELINE",
+        tuple(
+            driver.Stage("gather", per_message=exploding_gather) if s.name == "gather" else s
+            for s in driver.PIPELINE
+        ),
     )
     deps = Deps(world.sessions)
-    jobs = driver.process_many(ids, deps, "log.localhost")
+    jobs = driver.process_many(ids, deps, "log.localhost").jobs
     assert {j.stored_id: j.outcome for j in jobs} == {
         **{i: "logged" for i in ids if i != poison},
         poison: "",
     }
     assert driver.retry_ids(jobs) == [poison]
     for _ in range(driver.MAX_ATTEMPTS - 1):
-        jobs = driver.process_many([poison], deps, "log.localhost")
+        jobs = driver.process_many([poison], deps, "log.localhost").jobs
     assert jobs[0].outcome == "failed"
     with world.sessions() as s:
         row = s.get(StoredMessage, poison)
@@ -104,7 +109,7 @@ def test_a_crashing_message_is_retried_alone_then_becomes_a_failure(
     with transaction(world.sessions) as s:
         assert retry_failure(session=s, account_id=None, failure_id=failure.id) == poison
     monkeypatch.undo()
-    [job] = driver.process_many([poison], deps, "log.localhost")
+    [job] = driver.process_many([poison], deps, "log.localhost").jobs
     assert job.outcome == "logged"
     with world.sessions() as s:
         outcomes = s.scalars(
@@ -149,7 +154,7 @@ def test_a_reply_to_a_thread_begun_in_the_same_batch_is_a_reply_not_a_new_conver
                 for u, r in enumerate([first, reply, stray], start=1)
             ],
         )  # fmt: skip
-    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost").jobs
     assert [j.outcome for j in jobs] == ["logged", "logged", "skipped"]
     assert "skipped_by_rule" in jobs[2].decision.codes
     emails = {e.subject: e.conversation_id for e in world.emails()}
@@ -178,7 +183,7 @@ def test_contacts_created_earlier_in_a_batch_count_for_personal_mail_later_in_it
                 )
             ],
         )  # fmt: skip
-    jobs = driver.process_many([bcc_id, personal_id], Deps(world.sessions), "log.localhost")
+    jobs = driver.process_many([bcc_id, personal_id], Deps(world.sessions), "log.localhost").jobs
     assert [j.outcome for j in jobs] == ["logged", "logged"]
     [p] = [p for p in jobs[1].decision.participants if p.address == "newcomer@acme.co.jp"]
     assert p.action == "logged"  # an existing contact: personal sync never creates one
@@ -206,6 +211,6 @@ def test_replies_only_counts_a_thread_logged_earlier_in_the_same_batch(world: Wo
                 for u, r in ((1, reply), (2, other))
             ],
         )  # fmt: skip
-    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost")
+    jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost").jobs
     assert [j.outcome for j in jobs] == ["logged", "logged", "skipped"]
     assert list(jobs[2].decision.codes) == ["not_a_reply"]

@@ -1,5 +1,5 @@
-"""The sweeper: stale rows go back on the (real, Redis) queue; a row that never finishes is
-dead-lettered into a failure record and a ``failed`` decision, never re-enqueued again."""
+"""The sweeper puts stale rows back on the (real, Redis) queue — never a row a live worker keeps
+renewing — and retention deletes the raw bytes of finished, unlogged mail (both databases)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,28 @@ from tests.conftest import make_settings
 from tests.e2e.mail import message
 from tests.support.stack import redis_broker_url
 from tests.support.world import new_world
-from worker.sweeper import DEAD_LETTER_ATTEMPTS, sweep_once
+from worker.claims import renew
+from worker.pipeline.driver import process_many
+from worker.pipeline.job import Deps
+from worker.retention import purge_raw
+from worker.sweeper import sweep_once
 
 
-def test_stale_rows_are_requeued_and_hopeless_ones_dead_lettered(
+def _queued_ids(broker: str) -> list[int]:
+    import json
+
+    client = redis.Redis.from_url(broker)
+    ids: list[int] = []
+    for raw in client.lrange(QUEUE_INTAKE, 0, -1):
+        body = json.loads(raw)["body"]
+        import base64
+
+        args = json.loads(base64.b64decode(body))[0]
+        ids += args[0]
+    return ids
+
+
+def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
     db_url: str, tmp_path: Path
 ) -> None:
     engine = make_engine(db_url)
@@ -36,31 +54,76 @@ def test_stale_rows_are_requeued_and_hopeless_ones_dead_lettered(
         )
         old = utcnow() - timedelta(minutes=10)
         s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
-        # The last one has killed its worker every time.
+        # ids[1]: its worker died mid-batch; ids[2]: a live worker is still on it.
         s.execute(
             sa.update(StoredMessage)
-            .where(StoredMessage.id == ids[2])
-            .values(status="processing", attempts=DEAD_LETTER_ATTEMPTS)
+            .where(StoredMessage.id.in_(ids[1:]))
+            .values(status="processing", attempts=1)
         )
+    # What a live worker's main process does every third of the threshold (worker/claims.py).
+    assert renew(sessions, [ids[2]]) == 1
     sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
+    # The database is shared with other tests: only this test's rows are asserted on.
     sweep_once(sessions, sender, older_than=60)
+    queued = _queued_ids(broker)
+    assert set(ids[:2]) <= set(queued) and ids[2] not in queued
+    # Touched: the next sweep waits its turn instead of re-sending at once.
+    sweep_once(sessions, sender, older_than=60)
+    again = _queued_ids(broker)
+    assert sorted(i for i in again if i in ids) == sorted(i for i in queued if i in ids)
+    engine.dispose()
 
-    queued = redis.Redis.from_url(broker).llen(QUEUE_INTAKE)
-    assert queued == 1  # one task carrying the two stale ids (batches of up to 25)
-    with sessions() as s:
-        assert s.get(StoredMessage, ids[2]).status == "failed"
-        [failure] = s.scalars(sa.select(Failure).where(Failure.stored_message_id == ids[2]))
-        assert failure.stage == "worker" and "never completed" in failure.error
-        decisions = s.execute(
-            sa.select(Decision.stored_message_id, Decision.outcome, Decision.codes).where(
-                Decision.stored_message_id.in_(ids)
-            )
-        ).all()
-        assert decisions == [(ids[2], "failed", ["processing_failed"])]
-        # Touched: the next sweep waits its turn instead of re-sending at once.
-        assert all(
-            s.get(StoredMessage, i).updated_at > utcnow() - timedelta(minutes=1) for i in ids[:2]
+
+def test_retention_deletes_raw_bytes_of_unlogged_mail_and_keeps_decisions(db_url: str) -> None:
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    world = new_world(sessions)
+    logged = message("alice@ours.example", ["ken@acme.co.jp"], message_id="<keep@x.example>")
+    duplicate = logged
+    internal = message("alice@ours.example", ["alice@ours.example"])  # skipped/internal_only
+    unknown = message("eve@evil.example", ["ken@acme.co.jp"])  # rejected/unknown_sender
+    fresh = message("eve@evil.example", ["amy@acme.co.jp"])  # rejected, but recent
+    with transaction(sessions) as s:
+        ids = store_messages(
+            session=s,
+            items=[
+                IncomingMessage(account_id=world.account_id, source="bcc", raw=r)
+                for r in (logged, duplicate, internal, unknown, fresh)
+            ],
         )
-    sweep_once(sessions, sender, older_than=60)
-    assert redis.Redis.from_url(broker).llen(QUEUE_INTAKE) == 1
+    outcomes = {j.stored_id: j.outcome for j in process_many(ids, Deps(sessions), "x").jobs}
+    assert [outcomes[i] for i in ids] == ["logged", "duplicate", "skipped", "rejected", "rejected"]
+    # A message whose failure is unresolved keeps its bytes: it may still be retried.
+    with transaction(sessions) as s:
+        [pending] = store_messages(
+            session=s, items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=b"x")]
+        )
+        s.get(StoredMessage, pending).status = "failed"  # type: ignore[union-attr]
+        s.add(Failure(account_id=world.account_id, stored_message_id=pending, stage="x", error="y"))
+        month = utcnow() - timedelta(days=31)
+        s.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id.in_([*ids[:4], pending]))
+            .values(received_at=month)
+        )
+    assert purge_raw(sessions, older_than_days=30) == 3
+    with sessions() as s:
+        kept = dict(
+            s.execute(
+                sa.select(StoredMessage.id, StoredMessage.raw.is_not(None)).where(
+                    StoredMessage.id.in_([*ids, pending])
+                )
+            ).all()
+        )
+        decisions = dict(
+            s.execute(
+                sa.select(Decision.stored_message_id, Decision.codes).where(
+                    Decision.stored_message_id.in_(ids)
+                )
+            ).all()
+        )
+    assert [kept[i] for i in ids] == [True, False, False, False, True]
+    assert kept[pending] is True
+    assert decisions[ids[2]] == ["internal_only"] and decisions[ids[3]] == ["unknown_sender"]
+    assert purge_raw(sessions, older_than_days=30) == 0  # nothing left to do
     engine.dispose()

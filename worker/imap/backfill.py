@@ -10,7 +10,7 @@ from imapclient import IMAPClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.imap.cursor import load_cursor
-from worker.imap.sync import Target, examine, fetch_and_store, missing_since
+from worker.imap.sync import FetchLimits, Target, examine, fetch_and_store, missing_since
 
 
 def pending_uids(
@@ -32,6 +32,7 @@ def backfill_folders(
     owner: str | None,
     on_stored: Callable[[list[int]], None],
     progress: Callable[[int, int], None] | None = None,
+    limits: FetchLimits | None = None,
 ) -> int:
     plans = [(t, *pending_uids(client, sessions, t, since)) for t in targets]
     total = sum(len(uids) for _, _, uids in plans)
@@ -60,5 +61,6 @@ def backfill_folders(
             advance=False,
             on_stored=on_stored,
             progress=step,
+            limits=limits,
         )
     return stored

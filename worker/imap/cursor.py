@@ -15,6 +15,7 @@ from shared.db.models import FolderState
 from shared.intake import IncomingMessage, store_messages
 from worker.imap.errors import LeaseLost
 from worker.imap.leases import still_held
+from worker.imap.placeholders import Unfetched, record_unfetched
 
 
 @dataclass
@@ -76,8 +77,11 @@ def store_and_advance(
     uidvalidity: int,
     items: Sequence[IncomingMessage],
     advance_to: int | None,
+    unfetched: Sequence[Unfetched] = (),
 ) -> list[int]:
-    """Store a fetched batch and move the cursor to ``advance_to`` in one transaction.
+    """Store a fetched batch, record the messages of its UID range that were not downloaded
+    (too large, missing on the server), and move the cursor to ``advance_to`` — in one
+    transaction. Returns the ids of the stored messages to process.
 
     ``advance_to`` is None for a backfill below the cursor. Raises :class:`LeaseLost` (and so
     rolls back) when another poller took the connection over.
@@ -85,9 +89,10 @@ def store_and_advance(
     if owner is not None and not still_held(session, connection_id, owner):
         raise LeaseLost(f"connection {connection_id}")
     ids = [i for i in store_messages(session=session, items=items) if i is not None]
+    recorded = record_unfetched(session, unfetched)
     row = _state(session, connection_id, folder)
     if advance_to is not None and row.uidvalidity == uidvalidity:
         row.last_uid = max(row.last_uid, advance_to)  # never backwards
-    row.messages_synced += len(ids)
+    row.messages_synced += len(ids) + len(recorded)
     row.updated_at = utcnow()
     return ids

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.base import utcnow
+from shared.db.engine import rowcount
 from shared.db.models import Connection
 
 
@@ -48,7 +49,7 @@ def claim(sessions: sessionmaker[Session], connection_id: int, owner: str, ttl: 
             )
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl))
         )
-        return result.rowcount == 1
+        return rowcount(result) == 1
 
 
 def renew(sessions: sessionmaker[Session], ids: list[int], owner: str, ttl: float) -> set[int]:

@@ -1,28 +1,43 @@
 """One connection's sync loop, in its own thread: connect, sync every folder, then wait for new
-mail with IDLE (renewed well before servers drop it) or by polling, with backoff on errors."""
+mail with IDLE (renewed well before servers drop it) or by polling, with backoff on errors
+(worker/imap/backoff.py) and ``last_error`` in our own words (worker/imap/errors.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
-from imapclient.imapclient import SENT
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
-from shared.db.engine import single_read
 from shared.db.models import Connection
-from worker.imap.client import ImapSettings, open_session
-from worker.imap.errors import LeaseLost, describe, is_auth_failure
-from worker.imap.sync import Target, status, sync_folder
+from shared.netsafety import Resolver
+from shared.networks import Networks
+from worker.imap.backoff import MAX_SECONDS, Backoff
+from worker.imap.client import open_session
+from worker.imap.errors import LeaseLost, diagnose
+from worker.imap.snapshot import Snapshot, control_state, folders_to_sync, read_snapshot
+from worker.imap.sync import (
+    FETCH_BATCH,
+    FETCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    FetchLimits,
+    FolderView,
+    Target,
+    status,
+    sync_folder,
+)
 
 log = logging.getLogger("inboxlog.imap")
 
@@ -30,7 +45,6 @@ IDLE_RENEW_SECONDS = 290  # RFC 2177: servers may drop IDLE after 30 min; renew 
 CONTROL_CHECK_SECONDS = 2.0
 OTHER_FOLDERS_SECONDS = 3.0  # with IDLE on one folder, how often the others get a STATUS
 MARK_EVERY_SECONDS = 30.0
-MAX_BACKOFF = 300.0
 
 
 @dataclass
@@ -39,65 +53,17 @@ class PollerConfig:
     idle_renew_seconds: float = IDLE_RENEW_SECONDS
     ca_file: str | None = None
     read_timeout: float = 120.0
-    fetch_batch: int = 200
+    fetch_batch: int = FETCH_BATCH
+    fetch_bytes: int = FETCH_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    # Private networks where servers may live (INBOXLOG_ALLOWED_PRIVATE_NETWORKS); empty:
+    # only public addresses are dialled.
+    allowed_networks: Networks = field(default_factory=Networks)
+    resolver: Resolver = socket.getaddrinfo  # tests resolve names without DNS
 
-
-@dataclass
-class Snapshot:
-    """What the loop needs from the connection row, re-read every few seconds."""
-
-    account_id: int
-    kind: str
-    inbox_id: int | None
-    settings: ImapSettings
-    since: date | None
-    created_at: datetime
-    status: str
-    sync_requested_at: datetime | None
-    backfill_since: date | None
-    control: tuple  # the raw columns control_state() watches, as of this snapshot
-
-
-def read_snapshot(
-    sessions: sessionmaker[Session], box: SecretBox, connection_id: int
-) -> Snapshot | None:
-    with sessions() as session:
-        c = session.get(Connection, connection_id)
-        if c is None or c.imap_host is None:
-            return None
-        return Snapshot(
-            c.account_id,
-            c.kind,
-            c.inbox_id,
-            ImapSettings(
-                c.imap_host,
-                c.imap_port or 993,
-                c.imap_security or "ssl",
-                c.imap_username or "",
-                box.decrypt(c.imap_password_enc or ""),
-                tuple(c.imap_folders) if c.imap_folders else None,
-            ),
-            c.imap_since,
-            c.created_at,
-            c.status,
-            c.sync_requested_at,
-            c.backfill_since,
-            _control(c),
-        )
-
-
-def folders_to_sync(
-    client: IMAPClient, configured: tuple[str, ...] | None
-) -> list[tuple[str, str]]:
-    """(folder, role): the configured folders, else INBOX and the \\Sent special-use folder."""
-    if configured:
-        sent = client.find_special_folder(SENT)
-        return [(f, "sent" if f == sent else "inbox") for f in configured]
-    found = [("INBOX", "inbox")]
-    sent = client.find_special_folder(SENT)
-    if sent:
-        found.append((sent, "sent"))
-    return found
+    @property
+    def limits(self) -> FetchLimits:
+        return FetchLimits(self.fetch_batch, self.fetch_bytes, self.max_message_bytes)
 
 
 class ConnectionSync(threading.Thread):
@@ -110,16 +76,27 @@ class ConnectionSync(threading.Thread):
         owner: str,
         config: PollerConfig,
         on_stored: Callable[[list[int]], None],
+        start_delay: float = 0.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] | None = None,
     ) -> None:
+        """``start_delay``: wait this long before the first login (the poller staggers the
+        logins it starts together). ``rng``, ``clock`` and ``pause`` (called instead of
+        waiting between attempts) let tests check the retry schedule without sleeping."""
         super().__init__(name=f"imap-{connection_id}", daemon=True)
         self.connection_id, self.sessions, self.box = connection_id, sessions, box
         self.owner, self.config, self.on_stored = owner, config, on_stored
+        self.start_delay, self.clock, self._pause_hook = start_delay, clock, pause
+        self.backoff = Backoff(rng or random.Random())
         self.stopping = threading.Event()
         self.client: IMAPClient | None = None
         self.handled_request: datetime | None = None
         self.auth_failed = False
         self.marked_at = 0.0
-        self._control: tuple[float, tuple | None] | None = None  # (read at, value)
+        self.logged_in_at: float | None = None
+        self._woken_by: tuple[int, int | None] | None = None  # see _wait
+        self._control: tuple[float, tuple[Any, ...] | None] | None = None  # (read at, value)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _mark(self, **values: object) -> None:
@@ -128,7 +105,7 @@ class ConnectionSync(threading.Thread):
                 sa.update(Connection).where(Connection.id == self.connection_id).values(**values)
             )
 
-    def settings_now(self, *, fresh: bool = False) -> tuple | None:
+    def settings_now(self, *, fresh: bool = False) -> tuple[Any, ...] | None:
         """The watched settings (control_state), read at most every CONTROL_CHECK_SECONDS: a
         burst of short cycles (mail arriving one by one) re-reads nothing it read just now."""
         now = time.monotonic()
@@ -141,7 +118,8 @@ class ConnectionSync(threading.Thread):
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
-        backoff = 1.0
+        if self.start_delay > 0:
+            self._pause(self.start_delay, None)
         while not self.stopping.is_set():
             try:
                 snap = read_snapshot(self.sessions, self.box, self.connection_id)
@@ -150,41 +128,80 @@ class ConnectionSync(threading.Thread):
                 # stored it. Say so, and wait for new credentials instead of crash-looping.
                 self._mark(
                     status="error",
-                    last_error="stored credentials cannot be decrypted "
-                    "with this INBOXLOG_SECRET_KEY; set the password again",
+                    last_error="credentials_unreadable: the stored credentials cannot be "
+                    "decrypted with this INBOXLOG_SECRET_KEY; set the password again",
                 )
-                self.stopping.wait(MAX_BACKOFF)
+                self._pause(MAX_SECONDS, None)
                 continue
             except Exception as exc:  # database unavailable: back off and try again
                 log.warning(
                     "connection=%s cannot read settings: %s", self.connection_id, type(exc).__name__
                 )
-                self.stopping.wait(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                self._pause(self.backoff.after_failure(session_seconds=None), None)
                 continue
             if snap is None or snap.status == "auth_failed":
                 return
+            self.logged_in_at = None
             try:
                 self._session(snap)
-                backoff = 1.0
             except LeaseLost:
                 log.info("connection=%s lease lost; stopping", self.connection_id)
                 return
             except _Reconnect:
                 continue
             except Exception as exc:
-                if is_auth_failure(exc):
-                    # Stop until the credentials change: no hammering the server (§6).
-                    self.auth_failed = True
-                    self._mark(status="auth_failed", last_error=describe(exc))
-                    log.warning("connection=%s authentication failed", self.connection_id)
+                if self._failed(snap, exc):
                     return
-                log.warning("connection=%s sync error: %s", self.connection_id, describe(exc))
-                self._mark(status="error", last_error=describe(exc))
-                self.stopping.wait(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
             finally:
                 self._close()
+
+    def _failed(self, snap: Snapshot, exc: Exception) -> bool:
+        """Record a failed session and wait before the next; True: stop (auth_failed)."""
+        found = diagnose(exc)
+        if not found.retry:
+            # Stop until the credentials change: no hammering the server (§6).
+            self.auth_failed = True
+            self._mark(status="auth_failed", last_error=found.last_error)
+            log.warning("connection=%s authentication failed", self.connection_id)
+            return True
+        lived = None if self.logged_in_at is None else self.clock() - self.logged_in_at
+        wait = self.backoff.after_failure(session_seconds=lived, hint_seconds=found.hint_seconds)
+        # Our category and the exception's type only: never the server's words, nor a body.
+        log.warning(
+            "connection=%s sync error: %s (%s); retrying in %.0f s",
+            self.connection_id,
+            found.category,
+            type(exc).__name__,
+            wait,
+        )
+        try:
+            self._mark(status="error", last_error=found.last_error)
+        except Exception as mark_exc:  # database down too: the wait below still applies
+            log.warning(
+                "connection=%s cannot record the error: %s",
+                self.connection_id,
+                type(mark_exc).__name__,
+            )
+        self._pause(wait, snap.control[:6])
+        return False
+
+    def _pause(self, seconds: float, settings: tuple[Any, ...] | None) -> None:
+        """Wait ``seconds`` or until stopped — or, given the ``settings`` the failed session
+        used, until they change (new credentials or host are tried at once)."""
+        if self._pause_hook is not None:
+            self._pause_hook(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stopping.wait(min(left, CONTROL_CHECK_SECONDS))
+            if settings is not None:
+                with contextlib.suppress(Exception):  # database down: keep waiting
+                    now = self.settings_now(fresh=True)
+                    if now is None or now[:6] != settings:
+                        return
 
     def _close(self) -> None:
         if self.client is not None:
@@ -194,8 +211,16 @@ class ConnectionSync(threading.Thread):
 
     def _session(self, snap: Snapshot) -> None:
         self.client = client = open_session(
-            snap.settings, ca_file=self.config.ca_file, read_timeout=self.config.read_timeout
+            snap.settings,
+            allowed=self.config.allowed_networks,
+            ca_file=self.config.ca_file,
+            read_timeout=self.config.read_timeout,
+            resolver=self.config.resolver,
         )
+        self.logged_in_at = self.clock()
+        # A good login proves the address the owner's (C7) — before any of its mail is read,
+        # so the worker counts that mail as the owner's. The first proof is kept.
+        self._mark(verified_at=sa.func.coalesce(Connection.verified_at, utcnow()))
         folders = folders_to_sync(client, snap.settings.folders)
         targets = [
             Target(self.connection_id, snap.account_id, snap.kind, snap.inbox_id, f, role)
@@ -215,15 +240,16 @@ class ConnectionSync(threading.Thread):
                     snap.backfill_since,
                     owner=self.owner,
                     on_stored=self.on_stored,
+                    limits=self.config.limits,
                 )
                 self._mark(backfill_since=None)
             changed = not last_seen
             for t in targets:
-                seen = last_seen.get(t.folder)
-                if seen is not None:
-                    view = status(client, t.folder)
-                    if (view.uidvalidity, view.uidnext) == seen:
-                        continue  # nothing new: one STATUS round trip
+                # STATUS before the sync, and remembered as what was seen: mail landing during
+                # the sync shows as a change at the next check instead of being taken as seen.
+                view = status(client, t.folder)
+                if _seen(view) == last_seen.get(t.folder):
+                    continue  # nothing new: one STATUS round trip
                 changed = True
                 sync_folder(
                     client,
@@ -233,10 +259,9 @@ class ConnectionSync(threading.Thread):
                     since=snap.since,
                     resync_since=resync_since,
                     on_stored=self.on_stored,
-                    batch_size=self.config.fetch_batch,
+                    limits=self.config.limits,
                 )
-                view = status(client, t.folder)
-                last_seen[t.folder] = (view.uidvalidity, view.uidnext)
+                last_seen[t.folder] = _seen(view)
             # A quiet cycle writes nothing, but last_sync_at still moves every MARK_EVERY
             # seconds so the sync lag that ops watch stays honest.
             if changed or time.monotonic() - self.marked_at > MARK_EVERY_SECONDS:
@@ -271,7 +296,13 @@ class ConnectionSync(threading.Thread):
         watched, others = folders[0], folders[1:]
         in_idle = False
         if idle:
-            client.select_folder(watched, readonly=True)
+            selected = _selected(client.select_folder(watched, readonly=True))
+            if selected not in (None, last_seen.get(watched), self._woken_by):
+                # Mail arrived between the last STATUS and now, which IDLE would not report.
+                # Once per value: a server whose SELECT and STATUS disagree for good must not
+                # turn this into a loop.
+                self._woken_by = selected
+                return snap
             client.idle()
             in_idle = True
         requested = False
@@ -310,38 +341,22 @@ class ConnectionSync(threading.Thread):
         return read_snapshot(self.sessions, self.box, self.connection_id) or snap
 
 
-_CONTROL = (
-    Connection.imap_host,
-    Connection.imap_port,
-    Connection.imap_security,
-    Connection.imap_username,
-    Connection.imap_password_enc,
-    Connection.imap_folders,
-    Connection.sync_requested_at,
-    Connection.backfill_since,
-)
+def _seen(view: FolderView) -> tuple[int, int | None]:
+    return (view.uidvalidity, view.uidnext)
 
 
-def _control(c: Connection) -> tuple:
-    return tuple(getattr(c, col.key) for col in _CONTROL)
+def _selected(info: dict[bytes, Any]) -> tuple[int, int | None] | None:
+    """(UIDVALIDITY, UIDNEXT) from a SELECT/EXAMINE response, as STATUS reports them; None
+    when the server left either out."""
+    if b"UIDNEXT" not in info or b"UIDVALIDITY" not in info:
+        return None
+    return (int(info[b"UIDVALIDITY"]), int(info[b"UIDNEXT"]))
 
 
 def _changed(
     client: IMAPClient, folders: list[str], last_seen: dict[str, tuple[int, int | None]]
 ) -> bool:
-    for folder in folders:
-        view = status(client, folder)
-        if (view.uidvalidity, view.uidnext) != last_seen.get(folder):
-            return True
-    return False
-
-
-def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple | None:
-    """The columns the loop watches, compared raw (no decryption every few seconds):
-    the six IMAP settings, then the sync/backfill requests."""
-    with single_read(sessions) as conn:  # every few seconds per connection: keep it cheap
-        row = conn.execute(sa.select(*_CONTROL).where(Connection.id == connection_id)).one_or_none()
-    return None if row is None or row[0] is None else tuple(row)
+    return any(_seen(status(client, f)) != last_seen.get(f) for f in folders)
 
 
 class _Reconnect(Exception):

@@ -1,4 +1,5 @@
-"""Read-only sync of one folder: EXAMINE, UID SEARCH, FETCH BODY.PEEK[] — flags never change.
+"""Read-only sync of one folder: EXAMINE, UID SEARCH, FETCH RFC822.SIZE then BODY.PEEK[] —
+flags never change.
 
 A new connection starts at the current end of each folder (or backfills ``imap.since``); a
 UIDVALIDITY change re-syncs the folder, and the intake's unique (connection, folder,
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import sqlalchemy as sa
@@ -26,11 +27,15 @@ from worker.imap.cursor import (
     set_cursor,
     store_and_advance,
 )
-from worker.imap.fetch import fetch_bodies
+from worker.imap.fetch import fetch_bodies, fetch_sizes
+from worker.imap.placeholders import MISSING_ON_SERVER, TOO_LARGE, Unfetched
 
 log = logging.getLogger("inboxlog.imap")
 
 FETCH_BATCH = 200
+FETCH_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+SIZE_WINDOW = 5000  # UIDs per RFC822.SIZE request: a few hundred KB of answer at most
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,86 @@ class FolderView:
     uidnext: int | None
 
 
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+@dataclass(frozen=True)
+class FetchLimits:
+    """How much one FETCH may bring, and the largest message downloaded at all (§6 Bounded)."""
+
+    batch: int = FETCH_BATCH  # messages per FETCH (and per commit)
+    batch_bytes: int = FETCH_BYTES  # bytes per FETCH, by RFC822.SIZE
+    max_message: int = MAX_MESSAGE_BYTES  # larger: recorded failed/too_large, not downloaded
+
+
+@dataclass
+class Batch:
+    """A UID range handled in one FETCH and one commit: the UIDs to download, and the ones
+    recorded without downloading (code and announced size) that the cursor passes with it."""
+
+    fetch: list[int] = field(default_factory=list)
+    skipped: dict[int, tuple[str, int]] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)  # of the UIDs to download
+    fetch_bytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.fetch) + len(self.skipped)
+
+    @property
+    def last_uid(self) -> int:
+        return max([*self.fetch, *self.skipped])
+
+
+def plan_batches(uids: Iterable[int], sizes: dict[int, int], limits: FetchLimits) -> list[Batch]:
+    """Cut ``uids`` (with their RFC822.SIZE; absent: the server did not return it) into batches
+    of at most ``limits.batch`` messages and ``limits.batch_bytes`` bytes to download — a
+    message larger than the byte budget but allowed goes alone. Batches are consecutive UID
+    ranges, so each commit moves the cursor over exactly what it recorded."""
+    batches: list[Batch] = []
+    cur = Batch()
+    for uid in sorted(set(uids)):
+        size = sizes.get(uid)
+        fetchable = size is not None and size <= limits.max_message
+        if len(cur) and (
+            len(cur) >= limits.batch
+            or (fetchable and cur.fetch and cur.fetch_bytes + (size or 0) > limits.batch_bytes)
+        ):
+            batches.append(cur)
+            cur = Batch()
+        if size is None:
+            cur.skipped[uid] = (MISSING_ON_SERVER, 0)
+        elif not fetchable:
+            cur.skipped[uid] = (TOO_LARGE, size)
+        else:
+            cur.fetch.append(uid)
+            cur.sizes[uid] = size
+            cur.fetch_bytes += size
+    if len(cur):
+        batches.append(cur)
+    return batches
+
+
+def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
+    """RFC822.SIZE by UID; a UID the server leaves out is asked for once more."""
+    sizes = fetch_sizes(client, uids)
+    missing = [u for u in uids if u not in sizes]
+    if missing:
+        sizes.update(fetch_sizes(client, missing))
+    return sizes
+
+
+def _download(client: IMAPClient, batch: Batch, limits: FetchLimits) -> dict[int, bytes]:
+    """The batch's bodies; a UID the server does not return is asked for once more, then
+    recorded missing_on_server; a body larger than announced (and than the limit) too_large."""
+    got = fetch_bodies(client, batch.fetch, max_bytes=limits.max_message)
+    missing = [u for u in batch.fetch if u not in got.bodies and u not in got.oversized]
+    if missing:
+        again = fetch_bodies(client, missing, max_bytes=limits.max_message)
+        got.bodies.update(again.bodies)
+        got.oversized.update(again.oversized)
+    for uid in batch.fetch:
+        if uid in got.oversized:
+            batch.skipped[uid] = (TOO_LARGE, got.oversized[uid])
+        elif uid not in got.bodies:
+            batch.skipped[uid] = (MISSING_ON_SERVER, batch.sizes.get(uid, 0))
+    return got.bodies
 
 
 def fetch_and_store(
@@ -69,15 +151,20 @@ def fetch_and_store(
     advance: bool,
     on_stored: Callable[[list[int]], None],
     progress: Callable[[int], None] | None = None,
-    batch_size: int = FETCH_BATCH,
+    limits: FetchLimits | None = None,
 ) -> int:
     """Fetch ``uids`` in batches; each batch is stored and the cursor advanced atomically.
 
-    The next batch is fetched while the previous one commits (one store thread, so commits stay
-    in UID order and the cursor only moves past what is durably stored).
+    Sizes first (``RFC822.SIZE``, nothing downloaded), then batches bounded by count and
+    bytes; a message over the limit, or one the server lists but never returns, is recorded
+    with its reason in the same commit (never skipped silently). The next batch is fetched
+    while the previous one commits (one store thread, so commits stay in UID order and the
+    cursor only moves past what is durably recorded). Returns how many messages were stored
+    for processing.
     """
+    limits = limits or FetchLimits()
 
-    def store(items: list[IncomingMessage], batch: list[int]) -> int:
+    def store(items: list[IncomingMessage], unfetched: list[Unfetched], batch: Batch) -> int:
         with sessions() as session, session.begin():
             ids = store_and_advance(
                 session,
@@ -86,7 +173,8 @@ def fetch_and_store(
                 folder=t.folder,
                 uidvalidity=uidvalidity,
                 items=items,
-                advance_to=max(batch) if advance else None,
+                advance_to=batch.last_uid if advance else None,
+                unfetched=unfetched,
             )
         on_stored(ids)
         if progress:
@@ -95,30 +183,65 @@ def fetch_and_store(
 
     stored = 0
     pending: Future[int] | None = None
+    ordered = sorted(set(uids))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-store") as pool:
-        for batch in _chunks(sorted(uids), batch_size):
-            bodies = fetch_bodies(client, batch)
-            items = [
-                IncomingMessage(
-                    account_id=t.account_id,
-                    source=t.source,
-                    raw=bodies[uid],
-                    inbox_id=t.inbox_id,
-                    connection_id=t.connection_id,
-                    folder=t.folder,
-                    folder_role=t.role,
-                    uidvalidity=uidvalidity,
-                    uid=uid,
-                )
-                for uid in batch
-                if uid in bodies
-            ]
-            if pending is not None:
-                stored += pending.result()  # in order; re-raises a failed commit
-            pending = pool.submit(store, items, batch)
+        for start in range(0, len(ordered), SIZE_WINDOW):
+            window = ordered[start : start + SIZE_WINDOW]
+            for batch in plan_batches(window, _sizes(client, window), limits):
+                bodies = _download(client, batch, limits)
+                items = [
+                    _incoming(t, uidvalidity, uid, bodies[uid])
+                    for uid in batch.fetch
+                    if uid in bodies
+                ]
+                unfetched = [
+                    _unfetched(t, uidvalidity, uid, code, size)
+                    for uid, (code, size) in sorted(batch.skipped.items())
+                ]
+                if pending is not None:
+                    stored += pending.result()  # in order; re-raises a failed commit
+                pending = pool.submit(store, items, unfetched, batch)
         if pending is not None:
             stored += pending.result()
     return stored
+
+
+def _incoming(t: Target, uidvalidity: int, uid: int, raw: bytes) -> IncomingMessage:
+    return IncomingMessage(
+        account_id=t.account_id,
+        source=t.source,
+        raw=raw,
+        inbox_id=t.inbox_id,
+        connection_id=t.connection_id,
+        folder=t.folder,
+        folder_role=t.role,
+        uidvalidity=uidvalidity,
+        uid=uid,
+    )
+
+
+def _unfetched(t: Target, uidvalidity: int, uid: int, code: str, size: int) -> Unfetched:
+    # Connection and UID only: no subject or address of a personal mailbox reaches the log.
+    log.warning(
+        "connection=%s folder_role=%s uid=%s recorded without download: %s (%d bytes)",
+        t.connection_id,
+        t.role,
+        uid,
+        code,
+        size,
+    )
+    return Unfetched(
+        account_id=t.account_id,
+        source=t.source,
+        inbox_id=t.inbox_id,
+        connection_id=t.connection_id,
+        folder=t.folder,
+        folder_role=t.role,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        size=size,
+        code=code,
+    )
 
 
 def examine(client: IMAPClient, folder: str) -> FolderView:
@@ -170,7 +293,7 @@ def sync_folder(
     since: date | None,
     resync_since: date,
     on_stored: Callable[[list[int]], None],
-    batch_size: int = FETCH_BATCH,
+    limits: FetchLimits | None = None,
 ) -> int:
     """Bring one folder up to date; returns how many messages were newly stored.
 
@@ -190,7 +313,7 @@ def sync_folder(
             owner=owner,
             advance=advance,
             on_stored=on_stored,
-            batch_size=batch_size,
+            limits=limits,
         )
 
     if cursor is None or cursor.uidvalidity != view.uidvalidity:

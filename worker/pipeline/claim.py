@@ -1,64 +1,125 @@
 """Stage ``claim``: take a batch of stored rows into processing (idempotent under redelivery).
 
 Rows already done or failed are not returned: a redelivered task finds nothing left to do.
+
+A row whose earlier claim never finished (its worker was killed, or a time limit stopped it)
+is a suspect: it might be the message that stops workers. Suspects found in a batch with others
+are handed back to be retried alone, so no other message waits on them; a message that fails to
+finish in three attempts alone becomes a failure (``processing_timeout`` when a time limit
+stopped it, else ``processing_failed``), with its raw message kept (§6).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
 from shared.db.models import StoredMessage
-from worker.pipeline.job import Deps, Job
+from shared.rules import codes
+from shared.services.failures import fail_message
+from worker.pipeline.job import Job
+
+MAX_ATTEMPTS = 3
+TIMEOUT = "timeout"
+
+_S = StoredMessage.__table__.c
+_RETURNING = (
+    _S.id,
+    _S.account_id,
+    _S.source,
+    _S.inbox_id,
+    _S.connection_id,
+    _S.folder_role,
+    _S.raw,
+    _S.received_at,
+    _S.attempts,
+    _S.solo_attempts,
+    _S.last_stop,
+    _S.sender_verdict,
+)
 
 
-def claim(ids: list[int], deps: Deps) -> list[Job]:
-    with deps.sessions() as session, session.begin():
-        rows = session.execute(
+@dataclass
+class Claimed:
+    jobs: list[Job] = field(default_factory=list)  # to process now
+    suspects: list[int] = field(default_factory=list)  # to retry alone
+    failed: list[int] = field(default_factory=list)  # failures recorded now
+
+
+def claim(
+    session: Session, ids: list[int], *, count: bool = True, timed_out: frozenset[int] = frozenset()
+) -> Claimed:
+    """Claim ``ids`` in ``session``'s transaction.
+
+    ``count=False`` re-claims rows whose last attempt ended in a transient error (the database
+    went away): that attempt proved nothing about the message. ``timed_out`` names rows whose
+    last attempt the hard time limit stopped (the worker could not say so itself).
+    """
+    alone = len(set(ids)) == 1
+    if timed_out:
+        session.execute(
             sa.update(StoredMessage)
-            # "not done/failed" rather than "status IN (...)": keeps the planner on the
-            # primary key instead of scanning the (status, updated_at) index of a backlog.
-            .where(
-                StoredMessage.id.in_(ids),
-                StoredMessage.status != "done",
-                StoredMessage.status != "failed",
-            )
-            .values(status="processing", attempts=StoredMessage.attempts + 1, updated_at=utcnow())
-            .returning(
-                StoredMessage.id,
-                StoredMessage.account_id,
-                StoredMessage.source,
-                StoredMessage.inbox_id,
-                StoredMessage.connection_id,
-                StoredMessage.folder_role,
-                StoredMessage.raw,
-                StoredMessage.received_at,
-                StoredMessage.attempts,
-            )
-        ).all()
-    jobs = []
-    for (
-        sid,
-        account_id,
-        source,
-        inbox_id,
-        connection_id,
-        role,
-        raw,
-        received_at,
-        attempts,
-    ) in sorted(rows):
-        jobs.append(
-            Job(
-                sid,
-                account_id,
-                source,
-                inbox_id,
-                connection_id,
-                role,
-                raw or b"",
-                received_at,
-                attempts,
-            )
+            .where(StoredMessage.id.in_(sorted(timed_out)))
+            .values(last_stop=TIMEOUT)
         )
-    return jobs
+    values: dict[str, Any] = {"status": "processing", "updated_at": utcnow()}
+    if count:
+        values["attempts"] = StoredMessage.attempts + 1
+        if alone:
+            values["solo_attempts"] = StoredMessage.solo_attempts + 1
+    rows = session.execute(
+        sa.update(StoredMessage)
+        # "not done/failed" rather than "status IN (...)": keeps the planner on the primary
+        # key instead of scanning the (status, updated_at) index of a backlog.
+        .where(
+            StoredMessage.id.in_(ids),
+            StoredMessage.status != "done",
+            StoredMessage.status != "failed",
+        )
+        .values(**values)
+        .returning(*_RETURNING)
+    ).all()
+    out = Claimed()
+    for row in sorted(rows):
+        if alone and row.solo_attempts > MAX_ATTEMPTS:
+            timeout = row.last_stop == TIMEOUT
+            fail_message(
+                session=session,
+                stored_id=row.id,
+                stage="worker",
+                error="processing stopped by the time limit in every attempt"
+                if timeout
+                else "processing never completed (its worker stopped in every attempt)",
+                attempts=MAX_ATTEMPTS,
+                code=codes.PROCESSING_TIMEOUT if timeout else codes.PROCESSING_FAILED,
+            )
+            out.failed.append(row.id)
+        elif not alone and count and row.attempts > 1:
+            out.suspects.append(row.id)
+        else:
+            out.jobs.append(
+                Job(
+                    row.id,
+                    row.account_id,
+                    row.source,
+                    row.inbox_id,
+                    row.connection_id,
+                    row.folder_role,
+                    row.raw or b"",
+                    row.received_at,
+                    row.attempts,
+                    row.sender_verdict,
+                )
+            )
+    if out.suspects:
+        # Handed back untouched: this claim does not count for them.
+        session.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id.in_(out.suspects))
+            .values(status="stored", attempts=StoredMessage.attempts - 1)
+        )
+    return out

@@ -1,57 +1,108 @@
-"""Runs the stages in order for a batch of stored messages and turns errors into retries or
-failure records. The stage order is visible here and only here:
+"""Runs the pipeline's stages, in the order of ``PIPELINE``, for a batch of stored messages, and
+turns what goes wrong into retries or failure records. The stage order is here and only here.
 
-    claim → understand → gather → route → decide → record → converse → finish
+Each stage is one small function with one job: a batch stage takes the batch, a per-message
+stage takes a message and the batch. Consecutive per-message stages are walked message by
+message, so a message sees what the messages before it decided (a reply to a thread begun
+earlier in the batch, a contact created earlier in it). ``claim`` runs in a transaction of its
+own and ``understand`` (parsing, the CPU-heavy part) outside any; every later stage shares one
+transaction for the whole batch. The driver times every stage of every message.
 
-``claim`` and ``finish`` are one statement each for the whole batch; ``gather`` through
-``record`` share one transaction, and bcc/forward/personal mail is recorded with a few
-multi-row statements for the whole batch (team mail one message at a time, since threading
-depends on the messages before it). If that transaction fails for any reason other than the
-database being gone, each message is re-run in a transaction of its own, so one bad message
-never takes the others down. Transient errors leave the whole batch for a retry; a message
-whose stage crashes is retried a bounded number of times, then becomes a failure record with
-its raw message kept.
+When that transaction fails for any reason other than the database being gone, each message is
+re-run in a transaction of its own, so one bad message never takes the others down. A message
+whose stage crashes is retried a bounded number of times, then becomes a failure record with its
+raw message kept. When the task's soft time limit stops the batch, the message at work is
+retried alone and the others go back to the queue at once (§6 Bounded work).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import sqlalchemy as sa
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared import counters
 from shared.db.base import utcnow
 from shared.db.models import StoredMessage
-from shared.errors import PermanentError, TransientError
-from shared.services.failures import fail_message, resolve_failures
-from worker.pipeline.claim import claim
-from worker.pipeline.conversations import converse, name_first_conversations
+from shared.errors import TransientError
+from shared.rules import codes
+from shared.services.failures import fail_message
+from worker.pipeline.claim import MAX_ATTEMPTS, TIMEOUT, Claimed, claim
+from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide
+from worker.pipeline.finish import finish
 from worker.pipeline.gather import gather, prefetch
 from worker.pipeline.job import Batch, Deps, Job
 from worker.pipeline.record import record_batch
 from worker.pipeline.route import route
+from worker.pipeline.thread_match import thread
 from worker.pipeline.understand import understand
 
 log = logging.getLogger("inboxlog.pipeline")
 
-# A stage that crashes this often on one message makes it a poison message: record a failure.
-MAX_ATTEMPTS = 3
 
-PER_MESSAGE_STAGES: tuple[tuple[str, Callable[[Job, Batch], None]], ...] = (
-    ("gather", gather),
-    ("route", route),
-    ("decide", decide),
+class Txn(enum.Enum):
+    NONE = "outside any transaction"
+    SHARED = "in the batch transaction"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    per_message: Callable[[Job, Batch], None] | None = None
+    per_batch: Callable[[Batch], None] | None = None
+    txn: Txn = Txn.SHARED
+
+
+def _understand(job: Job, batch: Batch) -> None:
+    understand(job)
+
+
+PIPELINE: tuple[Stage, ...] = (
+    # claim (its own transaction) comes first: see process_many.
+    Stage("understand", per_message=_understand, txn=Txn.NONE),  # parse; a forward's original
+    Stage("prefetch", per_batch=prefetch),  # account facts, contacts, team inbox locks
+    Stage("gather", per_message=gather),  # the facts the decision needs
+    Stage("thread", per_message=thread),  # team mail: the conversation it joins
+    Stage("route", per_message=route),  # a new conversation: the inbox's routing rules
+    Stage("decide", per_message=decide),  # the §4 logging decision, with its reasons
+    Stage("record", per_batch=record_batch),  # emails, participants, contacts, associations
+    Stage("converse", per_message=converse),  # team mail joins its conversation
+    Stage("finish", per_batch=finish),  # decisions; rows done
 )
+_FIRST_SHARED = next(i for i, s in enumerate(PIPELINE) if s.txn is Txn.SHARED)
+assert all(s.txn is Txn.SHARED for s in PIPELINE[_FIRST_SHARED:]), "one shared transaction"
 
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, PoolTimeout, TransientError)):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class DatabaseAway(TransientError):
+    """The database is unavailable; ``counted`` says whether the claim of the batch counted."""
+
+    def __init__(self, cause: BaseException, *, counted: bool) -> None:
+        super().__init__(type(cause).__name__)
+        self.counted = counted
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: the jobs processed here, and the ids handed back to the queue."""
+
+    jobs: list[Job] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
 
 
 def _timed(job: Job, name: str, fn: Callable[[], None]) -> None:
@@ -65,29 +116,116 @@ def _timed(job: Job, name: str, fn: Callable[[], None]) -> None:
         job.timings[name] = time.perf_counter() - t0
 
 
-def process_many(ids: list[int], deps: Deps, logging_domain: str) -> list[Job]:
-    """Process a batch; returns its jobs. Raises TransientError when the database is gone."""
+def _walk(batch: Batch, stages: tuple[Stage, ...]) -> None:
+    """Run ``stages`` over the batch: per-message runs message by message, batch stages once."""
+    i = 0
+    while i < len(stages):
+        stage = stages[i]
+        if stage.per_batch is not None:
+            batch.current = None
+            t0 = time.perf_counter()
+            try:
+                stage.per_batch(batch)
+            except Exception as exc:
+                for job in batch.live:
+                    job.error, job.failed_stage = exc, stage.name
+                raise
+            share = (time.perf_counter() - t0) / max(1, len(batch.live))
+            for job in batch.live:
+                job.timings[stage.name] = share
+            i += 1
+            continue
+        run = []
+        while i < len(stages) and stages[i].per_message is not None:
+            run.append(stages[i])
+            i += 1
+        for job in batch.live:
+            batch.current = job
+            for s in run:
+                if job.error is not None:
+                    break
+                fn = s.per_message
+                assert fn is not None
+                if s.txn is Txn.NONE:
+                    try:
+                        _timed(job, s.name, partial(fn, job, batch))
+                    except SoftTimeLimitExceeded:
+                        raise
+                    except Exception:  # parsing never fails the others; the job keeps it
+                        log.exception("stored=%s stage=%s failed", job.stored_id, s.name)
+                else:
+                    _timed(job, s.name, partial(fn, job, batch))
+    batch.current = None
+
+
+def _shared(batch: Batch) -> None:
+    """The transactional stages for the batch's live jobs, in one transaction."""
+    with batch.deps.sessions() as session, session.begin():
+        batch.session = session
+        try:
+            _walk(batch, PIPELINE[_FIRST_SHARED:])
+        finally:
+            batch.session = None
+        decided = [j for j in batch.live if j.decision is not None]
+        counters.on_commit(session, lambda: _count(decided))
+
+
+def _count(jobs: list[Job]) -> None:
+    """Counted for /metrics once the batch is committed (shared/counters.py)."""
+    now = utcnow()
+    for job in jobs:
+        if job.outcome == "already_recorded" or job.decision is None:
+            continue
+        seconds = (now - job.received_at).total_seconds() if job.received_at else None
+        counters.count_processed(job.source, job.outcome, job.decision.codes, seconds)
+
+
+def process_many(
+    ids: list[int],
+    deps: Deps,
+    logging_domain: str,
+    *,
+    count: bool = True,
+    timed_out: frozenset[int] = frozenset(),
+) -> Outcome:
+    """Process a batch. Raises :class:`DatabaseAway` when the database is gone."""
     started = time.perf_counter()
     try:
-        jobs = claim(ids, deps)
+        with deps.sessions() as session, session.begin():
+            claimed = claim(session, ids, count=count, timed_out=timed_out)
     except Exception as exc:
         if is_transient(exc):
-            raise TransientError(type(exc).__name__) from exc
+            raise DatabaseAway(exc, counted=False) from exc
         raise
-    for job in jobs:
-        try:
-            _timed(job, "understand", lambda job=job: understand(job))
-        except Exception:
-            log.exception("stored=%s stage=understand failed", job.stored_id)
-    live = [j for j in jobs if j.error is None]
+    outcome = Outcome(claimed.jobs, failed=list(claimed.failed))
+    _hand_back(deps, logging_domain, claimed, outcome)
+    batch = Batch(deps, logging_domain, jobs=claimed.jobs)
+    if not batch.jobs:
+        return outcome
     try:
-        _transaction(live, deps, logging_domain)
+        _run(batch, ids)
+    except SoftTimeLimitExceeded:
+        _stopped_by_time_limit(batch, outcome)
+        return outcome
+    _settle_failures(deps, batch.jobs)
+    outcome.failed += [j.stored_id for j in batch.jobs if j.outcome == codes.FAILED]
+    _log(batch, started)
+    return outcome
+
+
+def _run(batch: Batch, ids: list[int]) -> None:
+    _walk(batch, PIPELINE[:_FIRST_SHARED])
+    live = batch.live
+    try:
+        _shared(batch)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:
         if is_transient(exc):
             log.warning(
                 "batch of %s: database unavailable (%s); will retry", len(ids), type(exc).__name__
             )
-            raise TransientError(type(exc).__name__) from exc
+            raise DatabaseAway(exc, counted=True) from exc
         if len(live) > 1:
             log.warning(
                 "batch of %s failed (%s); processing its messages one by one",
@@ -95,12 +233,17 @@ def process_many(ids: list[int], deps: Deps, logging_domain: str) -> list[Job]:
                 type(exc).__name__,
             )
             for job in live:
-                _reset(job)
+                job.reset()
+            for job in live:
+                single = Batch(batch.deps, batch.logging_domain, jobs=[job])
                 try:
-                    _transaction([job], deps, logging_domain)
+                    _shared(single)
+                except SoftTimeLimitExceeded:
+                    batch.current = single.current or job
+                    raise
                 except Exception as one:
                     if is_transient(one):
-                        raise TransientError(type(one).__name__) from one
+                        raise DatabaseAway(one, counted=True) from one
         for job in live:
             if job.error is not None:
                 log.error(
@@ -110,70 +253,91 @@ def process_many(ids: list[int], deps: Deps, logging_domain: str) -> list[Job]:
                     job.attempts,
                     type(job.error).__name__,
                 )
-    _settle_failures(deps, jobs)
+
+
+def _hand_back(deps: Deps, logging_domain: str, claimed: Claimed, outcome: Outcome) -> None:
+    """Suspects (earlier attempts never finished) are retried alone, each in a task of its own;
+    without a queue (tests, tools) right here, one after another."""
+    if not claimed.suspects:
+        return
+    log.warning("%s message(s) of a batch retried alone", len(claimed.suspects))
+    outcome.requeued += claimed.suspects
+    for stored_id in claimed.suspects:
+        if deps.requeue is not None:
+            deps.requeue([stored_id], {})
+        else:
+            alone = process_many([stored_id], deps, logging_domain)
+            outcome.jobs += alone.jobs
+            outcome.failed += alone.failed
+
+
+def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
+    """The soft time limit stopped the batch: the message at work is retried alone (or fails,
+    after its last attempt alone); the others go back to the queue at once, this attempt not
+    counted against them. Unknown culprit (a batch stage): all are retried alone."""
+    culprit = batch.current
+    ids = [j.stored_id for j in batch.jobs]
+    log.warning(
+        "batch of %s stopped by the time limit (stored=%s)",
+        len(ids),
+        culprit.stored_id if culprit else "?",
+    )
+    suspects = [culprit.stored_id] if culprit is not None else ids
+    others = [i for i in ids if i not in suspects]
+    give_up = culprit is not None and len(ids) == 1 and culprit.attempts >= MAX_ATTEMPTS
+    with batch.deps.sessions() as session, session.begin():
+        session.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id.in_(suspects), StoredMessage.status == "processing")
+            .values(status="stored", last_stop=TIMEOUT)
+        )
+        if others:
+            session.execute(
+                sa.update(StoredMessage)
+                .where(StoredMessage.id.in_(others), StoredMessage.status == "processing")
+                .values(status="stored", attempts=StoredMessage.attempts - 1)
+            )
+        if give_up:
+            assert culprit is not None
+            fail_message(
+                session=session,
+                stored_id=culprit.stored_id,
+                stage=culprit.failed_stage or "worker",
+                error="processing stopped by the time limit in every attempt",
+                attempts=culprit.attempts,
+                code=codes.PROCESSING_TIMEOUT,
+            )
+            culprit.outcome = codes.FAILED
+            outcome.failed.append(culprit.stored_id)
+    requeue = batch.deps.requeue
+    if requeue is None:
+        return  # no queue here: the rows are stored; the sweeper takes them
+    if others:
+        requeue(others, {"count": False})
+    if not give_up:
+        for stored_id in suspects:
+            requeue([stored_id], {})
+    outcome.requeued += [*others, *([] if give_up else suspects)]
+
+
+def _log(batch: Batch, started: float) -> None:
     total_ms = (time.perf_counter() - started) * 1000
-    for job in jobs:
+    for job in batch.jobs:
         if job.error is None:
             log.info(
                 "processed stored=%s source=%s outcome=%s duration_ms=%.1f",
                 job.stored_id,
                 job.source,
                 job.outcome,
-                total_ms / max(1, len(jobs)),
+                total_ms / max(1, len(batch.jobs)),
                 extra={
                     "stored_id": job.stored_id,
                     "source": job.source,
                     "outcome": job.outcome,
-                    "batch": len(jobs),
+                    "batch": len(batch.jobs),
+                    "stages_ms": {k: round(v * 1000, 3) for k, v in job.timings.items()},
                 },
             )
-    return jobs
-
-
-def _reset(job: Job) -> None:
-    job.error, job.failed_stage, job.decision, job.routing, job.thread = None, "", None, None, None
-    job.email_id, job.outcome, job.keep_raw = None, "", True
-
-
-def _transaction(jobs: list[Job], deps: Deps, logging_domain: str) -> None:
-    """gather → thread → route → decide → record for ``jobs`` in one transaction."""
-    with deps.sessions() as session, session.begin():
-        batch = Batch(session, deps, logging_domain)
-        prefetch(batch, jobs)
-        for job in jobs:
-            for name, stage in PER_MESSAGE_STAGES:
-                _timed(job, name, lambda stage=stage, job=job: stage(job, batch))
-        t0 = time.perf_counter()
-        try:
-            record_batch(jobs, batch)
-        except Exception as exc:
-            for job in jobs:
-                job.error, job.failed_stage = exc, "record"
-            raise
-        for job in jobs:
-            job.timings["record"] = (time.perf_counter() - t0) / len(jobs)
-        # Team mail joins its conversation in arrival order: threading depends on the
-        # messages before it, so this part runs message by message under the inbox lock.
-        for job in jobs:
-            if job.source == "team" and job.email_id is not None:
-                _timed(job, "converse", lambda job=job: converse(job, batch))
-        name_first_conversations(batch)
-        _finish(session, jobs)
-
-
-def _finish(session: sa.orm.Session, jobs: list[Job]) -> None:
-    now = utcnow()
-    done = [j.stored_id for j in jobs]
-    if done:
-        session.execute(
-            sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(done))
-            .values(status="done", processed_at=now, updated_at=now)
-        )
-        resolve_failures(session=session, stored_message_ids=done)  # a retry that succeeded
-    drop = [j.stored_id for j in jobs if not j.keep_raw]
-    if drop:
-        session.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(drop)).values(raw=None))
 
 
 def _settle_failures(deps: Deps, jobs: list[Job]) -> None:
@@ -181,13 +345,13 @@ def _settle_failures(deps: Deps, jobs: list[Job]) -> None:
     for job in jobs:
         if job.error is None:
             continue
-        if isinstance(job.error, PermanentError) or job.attempts >= MAX_ATTEMPTS:
+        if job.attempts >= MAX_ATTEMPTS:
             record_failure(deps, job.stored_id, job.failed_stage, job.error, job.attempts)
-            job.outcome = "failed"
+            job.outcome = codes.FAILED
 
 
 def retry_ids(jobs: list[Job]) -> list[int]:
-    return [j.stored_id for j in jobs if j.error is not None and j.outcome != "failed"]
+    return [j.stored_id for j in jobs if j.error is not None and j.outcome != codes.FAILED]
 
 
 def record_failure(
@@ -206,7 +370,7 @@ def record_failure(
 
 def process(stored_id: int, deps: Deps, logging_domain: str) -> Job:
     """One message (tests and tools); the worker processes batches."""
-    jobs = process_many([stored_id], deps, logging_domain)
+    jobs = process_many([stored_id], deps, logging_domain).jobs
     if not jobs:
         return Job(stored_id=stored_id, outcome="noop")
     return jobs[0]

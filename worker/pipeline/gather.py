@@ -1,21 +1,25 @@
-"""Stage ``gather``: the account's facts and the message's facts the decision needs.
+"""Stages ``prefetch`` and ``gather``: the account's facts and the message's facts the
+decision needs.
 
-Account facts (users, internal addresses, settings) are cached per account *version*, which
-every change to users, connections, inboxes or settings bumps; existing contacts are read
-once per batch.
+``prefetch`` reads once per batch what every message needs — account facts (users, internal
+addresses, settings; cached per account *version*, which every change to users, connections,
+inboxes or settings bumps) and the existing contacts — and takes the locks of the team inboxes
+the batch writes to. ``gather`` then builds each message's facts.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from typing import Any
 
-from shared.db.models import Account, Connection, Contact, LoggedEmail, TeamInbox, User
+import sqlalchemy as sa
+
+from shared.db.models import Account, Connection, Contact, LoggedEmail
 from shared.mail import Address
 from shared.mail.classify import is_noreply_address
-from shared.rules.logging_decision import AccountFacts, MessageFacts, Person, UserFacts
-from shared.services.accounts import intake_address, settings_of
+from shared.rules.logging_decision import MessageFacts, Person
+from shared.services.account_facts import load_account_facts
 from worker.pipeline.job import Batch, Job
+from worker.pipeline.locks import lock_inboxes
 
 CACHE_LIMIT = 1000
 
@@ -28,32 +32,6 @@ def _people(items: tuple[Address, ...]) -> tuple[Person, ...]:
     return tuple(Person(a.address, a.name) for a in items if a.address)
 
 
-def account_facts(session: Session, account: Account, logging_domain: str) -> AccountFacts:
-    personal: dict[int, set[str]] = {}
-    internal: set[str] = {
-        intake_address(account.bcc_token, logging_domain),
-        intake_address(account.forward_token, logging_domain),
-    }
-    for address, kind, user_id in session.execute(
-        sa.select(Connection.address, Connection.kind, Connection.user_id).where(
-            Connection.account_id == account.id
-        )
-    ):
-        internal.add(address)
-        if kind == "personal" and user_id is not None:
-            personal.setdefault(user_id, set()).add(address)
-    for token in session.scalars(
-        sa.select(TeamInbox.forward_token).where(TeamInbox.account_id == account.id)
-    ):
-        internal.add(intake_address(token, logging_domain))
-    users = []
-    for u in session.scalars(sa.select(User).where(User.account_id == account.id)):
-        addresses = frozenset({u.email} | personal.get(u.id, set()))
-        internal |= addresses
-        users.append(UserFacts(u.id, addresses, u.active, u.default_log, tuple(u.never_log or ())))
-    return AccountFacts(settings_of(account), tuple(users), frozenset(internal))
-
-
 def _participants(job: Job) -> list[Address]:
     c = job.content
     if c is None:
@@ -61,16 +39,17 @@ def _participants(job: Job) -> list[Address]:
     return [a for a in (c.from_, *c.to, *c.cc) if a is not None and a.address]
 
 
-def prefetch(batch: Batch, jobs: list[Job]) -> None:
-    """Account facts (cached by version) and existing contacts for every job of the batch."""
-    session, cache = batch.session, batch.deps.facts_cache
+def prefetch(batch: Batch) -> None:
+    """Account facts (cached by version), existing contacts and the inbox locks for the batch."""
+    session, cache, jobs = batch.db(), batch.deps.facts_cache, batch.live
+    lock_inboxes(session, (j.inbox_id for j in jobs if j.source == "team" and j.inbox_id))
     account_ids = sorted({j.account_id for j in jobs})
     for account in session.scalars(sa.select(Account).where(Account.id.in_(account_ids))):
         key = (account.id, account.config_version)
         if key not in cache:
             if len(cache) >= CACHE_LIMIT:
                 cache.clear()
-            cache[key] = account_facts(session, account, batch.logging_domain)
+            cache[key] = load_account_facts(session, account, batch.logging_domain)
         batch.accounts[account.id] = cache[key]
     for account_id in account_ids:
         addresses = sorted(
@@ -92,10 +71,10 @@ def prefetch(batch: Batch, jobs: list[Job]) -> None:
 def gather(job: Job, batch: Batch) -> None:
     pm, content = job.parsed, job.content
     assert pm is not None
-    session = batch.session
+    session = batch.db()
     job.account = batch.accounts[job.account_id]
     job.settings = job.account.settings
-    extra: dict = {}
+    extra: dict[str, Any] = {}
     if job.source == "forward":
         extra["requester"] = _person(pm.from_)
         extra["forward_status"] = job.forward.status if job.forward else "not_forward"
@@ -105,21 +84,25 @@ def gather(job: Job, batch: Batch) -> None:
     else:
         from_, to, cc, refs = None, (), (), []
     people = _participants(job)
-    owner_id, is_reply = None, False
+    owner_id, is_reply, proven = None, False, True
     if job.source == "personal" and job.connection_id is not None:
-        owner_id = session.scalar(
-            sa.select(Connection.user_id).where(Connection.id == job.connection_id)
-        )
+        row = session.execute(
+            sa.select(Connection.user_id, Connection.verified_at).where(
+                Connection.id == job.connection_id
+            )
+        ).first()
+        owner_id = row.user_id if row else None
+        proven = bool(row and row.verified_at is not None)  # C7
         if refs and job.account.settings.personal_logging == "replies_only":
             earlier = batch.logged_message_ids.get(job.account_id, set())
             is_reply = any(r in earlier for r in refs) or (
-                session.scalar(
+                session.execute(
                     sa.select(sa.func.count())
                     .select_from(LoggedEmail)
                     .where(
                         LoggedEmail.account_id == job.account_id, LoggedEmail.message_id.in_(refs)
                     )
-                )
+                ).scalar_one()
                 > 0
             )
     # Contacts created earlier in this same batch count as existing.
@@ -133,8 +116,10 @@ def gather(job: Job, batch: Batch) -> None:
         kind=content.kind if content else pm.kind,
         in_sent_folder=job.folder_role == "sent",
         owner_id=owner_id,
+        owner_proven=proven,
         is_reply_to_logged=is_reply,
         existing_contacts=frozenset(a.address for a in people if a.address in existing),
         noreply_addresses=frozenset(a.address for a in people if is_noreply_address(a)),
+        sender_verdict=job.sender_verdict,
         **extra,
     )

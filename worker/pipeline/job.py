@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -11,6 +13,11 @@ from shared.account_settings import AccountSettings
 from shared.mail import ParsedMessage
 from shared.mail.forwards import ForwardResult
 from shared.rules.logging_decision import AccountFacts, LoggingDecision, MessageFacts
+from shared.rules.routing import RoutingResult
+
+if TYPE_CHECKING:
+    from worker.pipeline.content import EmailContent
+    from worker.pipeline.thread_match import ThreadKeys, ThreadMatch
 
 
 @dataclass
@@ -18,24 +25,9 @@ class Deps:
     sessions: sessionmaker[Session]
     # (account_id, config_version) -> AccountFacts, reused across batches in this process.
     facts_cache: dict[tuple[int, int], AccountFacts] = field(default_factory=dict)
-
-
-@dataclass
-class Batch:
-    """What the stages of one batch share: its transaction and the facts read for it."""
-
-    session: Session
-    deps: Deps
-    logging_domain: str
-    accounts: dict[int, AccountFacts] = field(default_factory=dict)
-    contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
-    # account -> Message-IDs logged by earlier messages of this batch (not recorded yet)
-    logged_message_ids: dict[int, set[str]] = field(default_factory=dict)
-    rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
-    # inbox -> ThreadKeys of the batch's team messages routed so far (not recorded yet)
-    threads: dict[int, list[Any]] = field(default_factory=dict)
-    locked_inboxes: set[int] = field(default_factory=set)
-    first_conversations: list[dict[str, int]] = field(default_factory=list)  # {e: email, c: conv}
+    # Hands stored ids back to the queue as a task of their own, with task options
+    # (``count``, ``timed_out``); None without a queue (tests, tools).
+    requeue: Callable[[list[int], dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -48,21 +40,23 @@ class Job:
     connection_id: int | None = None
     folder_role: str | None = None
     raw: bytes = b""
-    received_at: Any = None
+    received_at: datetime | None = None
     attempts: int = 0
+    sender_verdict: str | None = None
     # Filled by understand.
     parsed: ParsedMessage | None = None
     forward: ForwardResult | None = None
-    content: Any = None  # EmailContent, or None for an unreadable forward
-    # Filled by gather/thread/route/decide.
+    content: EmailContent | None = None  # None for an unreadable forward
+    # Filled by gather, thread, route and decide.
     settings: AccountSettings | None = None
     account: AccountFacts | None = None
     facts: MessageFacts | None = None
-    thread: Any = None  # ThreadMatch for team mail
-    routing: Any = None  # RoutingResult for a new team conversation
+    thread: ThreadMatch | None = None  # team mail
+    routing: RoutingResult | None = None  # a new team conversation, when the inbox has rules
     decision: LoggingDecision | None = None
-    # Filled by record.
+    # Filled by record and converse.
     email_id: int | None = None
+    conversation_id: int | None = None
     contact_ids: list[int] = field(default_factory=list)
     outcome: str = ""
     keep_raw: bool = True
@@ -70,3 +64,40 @@ class Job:
     error: BaseException | None = None
     failed_stage: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Back to what understand left, for a re-run in a transaction of its own."""
+        self.error, self.failed_stage, self.decision, self.routing = None, "", None, None
+        self.thread, self.email_id, self.conversation_id = None, None, None
+        self.contact_ids, self.outcome, self.keep_raw = [], "", True
+
+
+@dataclass
+class Batch:
+    """What the stages of one batch share: its jobs, its transaction and what was read for it."""
+
+    deps: Deps
+    logging_domain: str
+    jobs: list[Job] = field(default_factory=list)
+    session: Session | None = None  # the shared transaction, while it is open
+    current: Job | None = None  # the message a per-message stage is working on
+    accounts: dict[int, AccountFacts] = field(default_factory=dict)
+    contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
+    # account -> Message-IDs logged by earlier messages of this batch (not recorded yet)
+    logged_message_ids: dict[int, set[str]] = field(default_factory=dict)
+    rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
+    # inbox -> thread keys of the batch's team messages kept so far (not recorded yet)
+    threads: dict[int, list[ThreadKeys]] = field(default_factory=dict)
+    # stored id -> conversation, for later messages of the batch that thread on it
+    conversations: dict[int, int] = field(default_factory=dict)
+    # {e: email, c: conversation}: the emails that get their first conversation in this batch
+    first_conversations: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def live(self) -> list[Job]:
+        """The jobs no stage has failed."""
+        return [j for j in self.jobs if j.error is None]
+
+    def db(self) -> Session:
+        assert self.session is not None, "a transactional stage ran outside the transaction"
+        return self.session

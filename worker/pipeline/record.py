@@ -1,9 +1,12 @@
 """Stage ``record``: a whole batch in a few multi-row statements — the emails, their
-participants and sources, new companies and contacts, the associations and the decisions.
+participants and sources, new companies and contacts, and the associations.
 
 The unique (account, identity) key makes a second arrival of the same message a ``duplicate``
-that only adds a source and associations; the unique decision per stored message makes a
-redelivered task a no-op. Team mail then joins its conversation (conversations.py).
+that only adds a source and associations. Team mail then joins its conversation (``converse``),
+and ``finish`` writes the decisions.
+
+Values from the message are cut to their columns here (§6: over-long values are truncated where
+they are stored; the raw message keeps them whole), so they never fail a batch.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared.account_settings import AccountSettings
+from shared.db.base import clip, utcnow
 from shared.db.models import (
     Company,
     Contact,
@@ -27,12 +31,18 @@ from shared.db.models import (
 from shared.db.upsert import insert_ignore, insert_ignore_returning
 from shared.mail import Address
 from shared.rules import codes as c
+from shared.rules.logging_decision import LoggingDecision
 from shared.services.crm import company_domain_for
+from worker.pipeline.content import EmailContent
 from worker.pipeline.job import Batch, Job
+
+# Column limits (shared/db/models/emails.py).
+ID_CHARS, ADDRESS_CHARS, NAME_CHARS = 998, 320, 500
+CONTACT_NAME_CHARS, DOMAIN_CHARS = 200, 255  # shared/db/models/crm.py
 
 
 def _addr(a: Address) -> dict[str, Any]:
-    return {"address": a.address, "name": a.name}
+    return {"address": clip(a.address, ADDRESS_CHARS), "name": clip(a.name, NAME_CHARS)}
 
 
 def email_values(job: Job) -> dict[str, Any]:
@@ -41,18 +51,18 @@ def email_values(job: Job) -> dict[str, Any]:
     return {
         "account_id": job.account_id,
         "identity": content.identity,
-        "message_id": content.message_id,
-        "in_reply_to": content.in_reply_to,
+        "message_id": clip(content.message_id, ID_CHARS),
+        "in_reply_to": clip(content.in_reply_to, ID_CHARS),
         "references": list(content.references),
         "subject": content.subject,
-        "from_address": content.from_.address if content.from_ else None,
-        "from_name": content.from_.name if content.from_ else None,
+        "from_address": clip(content.from_.address, ADDRESS_CHARS) if content.from_ else None,
+        "from_name": clip(content.from_.name, NAME_CHARS) if content.from_ else None,
         "to": [_addr(a) for a in content.to],
         "cc": [_addr(a) for a in content.cc],
         "date": content.date,
         "direction": d.direction,
         "kind": content.kind,
-        "bounce_of_message_id": content.bounce_of_message_id,
+        "bounce_of_message_id": clip(content.bounce_of_message_id, ID_CHARS),
         "forwarded_by_user_id": d.acting_user_id if job.source == "forward" else None,
         "logged_by_user_id": d.logged_by_user_id,
         "visibility": "account",
@@ -73,41 +83,17 @@ def email_values(job: Job) -> dict[str, Any]:
     }
 
 
-def participant_rows(email_id: int, content: Any) -> list[dict[str, Any]]:
+def participant_rows(email_id: int, content: EmailContent) -> list[dict[str, Any]]:
     people = [("from", content.from_)] if content.from_ else []
     people += [("to", a) for a in content.to] + [("cc", a) for a in content.cc]
-    return [
-        {"email_id": email_id, "role": role, "address": a.address, "name": a.name}
-        for role, a in people
-    ]
-
-
-def decision_values(job: Job) -> dict[str, Any]:
-    d, content = job.decision, job.content
-    assert d is not None
-    subject = content.subject if content else (job.parsed.subject if job.parsed else None)
-    return {
-        "account_id": job.account_id,
-        "stored_message_id": job.stored_id,
-        "received_at": job.received_at or utcnow(),
-        "source": job.source,
-        "message_id": None if d.redact or content is None else content.message_id,
-        "subject": None if d.redact else subject,
-        "outcome": job.outcome,
-        "codes": list(d.codes) + ([c.DUPLICATE_MESSAGE] if job.outcome == c.DUPLICATE else []),
-        "participants": [] if d.redact else [p.as_dict() for p in d.participants],
-        "email_id": job.email_id,
-        "acting_user_id": d.acting_user_id,
-        "connection_id": job.connection_id,
-        "private_to_user_id": d.private_to_user_id,
-    }
+    return [{"email_id": email_id, "role": role, **_addr(a)} for role, a in people]
 
 
 def _emails(session: Session, logged: list[Job]) -> None:
     """Insert new emails; set ``email_id`` and ``outcome`` (logged or duplicate) on each job."""
     firsts: dict[tuple[int, str], Job] = {}
     for job in logged:
-        firsts.setdefault((job.account_id, job.content.identity), job)
+        firsts.setdefault((job.account_id, _content(job).identity), job)
     rows = [email_values(job) for job in firsts.values()]
     rows.sort(key=lambda r: (r["account_id"], r["identity"]))  # a stable lock order
     new = {
@@ -133,12 +119,12 @@ def _emails(session: Session, logged: list[Job]) -> None:
         }
     participants = []
     for job in logged:
-        key = (job.account_id, job.content.identity)
+        key = (job.account_id, _content(job).identity)
         created = key in new and firsts[key] is job
         job.email_id = new.get(key) or existing[key]
         job.outcome = c.LOGGED if created else c.DUPLICATE
         if created:
-            participants += participant_rows(job.email_id, job.content)
+            participants += participant_rows(job.email_id, _content(job))
     if participants:
         session.execute(sa.insert(EmailParticipant), participants)
 
@@ -150,20 +136,21 @@ def _contacts(
     creates: dict[tuple[int, str], dict[str, Any]] = {}
     wanted: set[tuple[int, str]] = set()
     for job in logged:
-        d = job.decision
+        d = _decision(job)
         for p in d.participants:
             if p.action == c.ACT_SKIPPED:
                 continue
             wanted.add((job.account_id, p.address))
             if p.action == c.ACT_CREATED and (job.account_id, p.address) not in creates:
-                domain = company_domain_for(p.address) if job.settings.associate_companies else None
+                associate = _settings(job).associate_companies
+                domain = company_domain_for(p.address) if associate else None
                 creates[(job.account_id, p.address)] = {
                     "account_id": job.account_id,
                     "email": p.address,
-                    "name": p.name,
+                    "name": clip(p.name, CONTACT_NAME_CHARS),
                     # A new contact from bcc/forward gets the acting user as owner (§4).
                     "owner_id": d.acting_user_id if job.source in ("bcc", "forward") else None,
-                    "domain": domain,
+                    "domain": clip(domain, DOMAIN_CHARS),
                 }
     if creates:
         domains = sorted({(r["account_id"], r["domain"]) for r in creates.values() if r["domain"]})
@@ -173,7 +160,12 @@ def _contacts(
                 session,
                 Company,
                 [
-                    {"account_id": a, "domain": dom, "name": dom, "created_at": utcnow()}
+                    {
+                        "account_id": a,
+                        "domain": dom,
+                        "name": clip(dom, CONTACT_NAME_CHARS),
+                        "created_at": utcnow(),
+                    }
                     for a, dom in domains
                 ],
                 ["account_id", "domain"],
@@ -216,8 +208,9 @@ def _contacts(
     }
 
 
-def record_batch(jobs: list[Job], batch: Batch) -> None:
-    session = batch.session
+def record_batch(batch: Batch) -> None:
+    session = batch.db()
+    jobs = batch.live
     seen = set(
         session.scalars(
             sa.select(Decision.stored_message_id).where(
@@ -231,10 +224,10 @@ def record_batch(jobs: list[Job], batch: Batch) -> None:
             job.outcome = "already_recorded"
         else:
             todo.append(job)
-    logged = [j for j in todo if j.decision.outcome == c.LOGGED]
+    logged = [j for j in todo if _decision(j).outcome == c.LOGGED]
     for job in todo:
-        if job.decision.outcome != c.LOGGED:
-            job.outcome = job.decision.outcome
+        if _decision(job).outcome != c.LOGGED:
+            job.outcome = _decision(job).outcome
     if logged:
         _emails(session, logged)
         insert_ignore(
@@ -255,13 +248,13 @@ def record_batch(jobs: list[Job], batch: Batch) -> None:
         contacts = _contacts(session, batch, logged)
         links, companies = set(), set()
         for job in logged:
-            for p in job.decision.participants:
+            for p in _decision(job).participants:
                 found = contacts.get((job.account_id, p.address))
                 if p.action == c.ACT_SKIPPED or found is None:
                     continue
                 links.add((job.email_id, found[0]))
                 job.contact_ids.append(found[0])
-                if found[1] and job.settings.associate_companies:
+                if found[1] and _settings(job).associate_companies:
                     companies.add((job.email_id, found[1]))
         insert_ignore(
             session,
@@ -275,8 +268,22 @@ def record_batch(jobs: list[Job], batch: Batch) -> None:
             [{"email_id": e, "company_id": k} for e, k in sorted(companies)],
             ["email_id", "company_id"],
         )
-    if todo:
-        session.execute(sa.insert(Decision), [decision_values(j) for j in todo])
     for job in todo:
         # Raw content of a skipped personal-inbox message is not kept (§4).
         job.keep_raw = not (job.source == "personal" and job.outcome not in (c.LOGGED, c.DUPLICATE))
+
+
+def _decision(job: Job) -> LoggingDecision:
+    assert job.decision is not None, "record runs after decide"
+    return job.decision
+
+
+def _content(job: Job) -> EmailContent:
+    # Only an unreadable forward has no content, and its decision is never "logged".
+    assert job.content is not None, "a logged message has content"
+    return job.content
+
+
+def _settings(job: Job) -> AccountSettings:
+    assert job.settings is not None, "record runs after gather"
+    return job.settings

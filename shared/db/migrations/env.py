@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import context
 
 import shared.db.models  # noqa: F401  (registers every table)
@@ -17,13 +18,15 @@ def run() -> None:
     if connection is not None:
         _run_on(connection)
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "migrate.py's alembic_config always sets sqlalchemy.url"
+    engine = make_engine(url)
     with engine.connect() as conn:
         _run_on(conn)
     engine.dispose()
 
 
-def _run_on(connection: object) -> None:
+def _run_on(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -13,7 +13,7 @@ from shared.db.models.emails import (
 )
 from shared.db.models.inboxes import InboxMember, RoundRobinCursor, RoutingRule, TeamInbox
 from shared.db.models.intake import Decision, Failure, StoredMessage
-from shared.db.models.ops import GatewayCounter
+from shared.db.models.ops import OpsCounter
 from shared.db.models.tenancy import Account, ApiToken, User
 
 __all__ = [
@@ -31,9 +31,9 @@ __all__ = [
     "EmailSource",
     "Failure",
     "FolderState",
-    "GatewayCounter",
     "InboxMember",
     "LoggedEmail",
+    "OpsCounter",
     "RoundRobinCursor",
     "RoutingRule",
     "StoredMessage",

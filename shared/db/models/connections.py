@@ -16,6 +16,7 @@ class Connection(Base):
     __table_args__ = (
         # C1: an address is connected at most once per account (addresses stored lowercase).
         sa.UniqueConstraint("account_id", "address"),
+        sa.Index("ix_connections_account_id_id", "account_id", "id"),  # the list, newest first
         sa.CheckConstraint(
             "(kind = 'personal' AND user_id IS NOT NULL AND inbox_id IS NULL)"
             " OR (kind = 'team' AND inbox_id IS NOT NULL AND user_id IS NULL)",
@@ -48,6 +49,9 @@ class Connection(Base):
     sync_requested_at: Mapped[datetime | None] = mapped_column()
     last_sync_at: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    # C7: when the address was proven the owner's (a successful login to the mailbox, or an
+    # admin's confirmation). A personal connection counts for nothing until then.
+    verified_at: Mapped[datetime | None] = mapped_column()
     lease_owner: Mapped[str | None] = mapped_column(sa.String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

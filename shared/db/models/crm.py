@@ -12,7 +12,11 @@ from shared.db.base import Base, utcnow
 
 class Company(Base):
     __tablename__ = "companies"
-    __table_args__ = (sa.UniqueConstraint("account_id", "domain"),)
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "domain"),
+        # GET /v1/companies, newest first, by keyset.
+        sa.Index("ix_companies_account_id_id", "account_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -24,7 +28,11 @@ class Company(Base):
 class Contact(Base):
     __tablename__ = "contacts"
     # Addresses are stored normalized (lowercase), so this constraint is case-insensitive.
-    __table_args__ = (sa.UniqueConstraint("account_id", "email"),)
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "email"),
+        # GET /v1/contacts, newest first, by keyset.
+        sa.Index("ix_contacts_account_id_id", "account_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))

@@ -16,6 +16,19 @@ class Conversation(Base):
     __table_args__ = (
         sa.CheckConstraint("status in ('open', 'closed')", name="status"),
         sa.Index("ix_conversations_inbox_subject", "inbox_id", "thread_subject"),
+        # GET /v1/inboxes/{id}/conversations, latest message first, by keyset: one index per
+        # filter (none, status, assignee).
+        sa.Index("ix_conversations_inbox_last", "inbox_id", "last_message_at", "id"),
+        sa.Index(
+            "ix_conversations_inbox_status_last", "inbox_id", "status", "last_message_at", "id"
+        ),
+        sa.Index(
+            "ix_conversations_inbox_assignee_last",
+            "inbox_id",
+            "assignee_id",
+            "last_message_at",
+            "id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -41,6 +54,15 @@ class LoggedEmail(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "identity"),
         sa.Index("ix_logged_emails_account_message_id", "account_id", "message_id"),
+        # Timelines (§7: by date, falling back to received_at; then received_at, then id),
+        # newest first, by keyset: the order of shared/services/emails.py ``timeline_key``.
+        sa.Index(
+            "ix_logged_emails_timeline",
+            "account_id",
+            sa.text("coalesce(date, received_at)"),
+            "received_at",
+            "id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

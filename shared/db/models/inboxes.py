@@ -13,6 +13,8 @@ from shared.db.base import Base, utcnow
 
 class TeamInbox(Base):
     __tablename__ = "team_inboxes"
+    # GET /v1/inboxes, newest first, by keyset.
+    __table_args__ = (sa.Index("ix_team_inboxes_account_id_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -24,6 +26,8 @@ class TeamInbox(Base):
 
 class InboxMember(Base):
     __tablename__ = "inbox_members"
+    # A member's inboxes (the primary key leads with the inbox).
+    __table_args__ = (sa.Index("ix_inbox_members_user_id", "user_id", "inbox_id"),)
 
     inbox_id: Mapped[int] = mapped_column(
         sa.ForeignKey("team_inboxes.id", ondelete="CASCADE"), primary_key=True

@@ -19,6 +19,23 @@ class StoredMessage(Base):
         # An IMAP message is stored once per folder generation, however often it is fetched.
         sa.UniqueConstraint("connection_id", "folder", "uidvalidity", "uid"),
         sa.Index("ix_stored_messages_status_updated", "status", "updated_at"),
+        # Retention (§6): the rows that still hold raw bytes, oldest first.
+        sa.Index(
+            "ix_stored_messages_raw_received",
+            "received_at",
+            postgresql_where=sa.text("raw IS NOT NULL"),
+            sqlite_where=sa.text("raw IS NOT NULL"),
+        ),
+        # The backlog alone (stored or processing): /metrics and status count it and find its
+        # oldest on every scrape, at a cost that grows with the backlog, not with the table.
+        sa.Index(
+            "ix_stored_messages_backlog",
+            "status",
+            "account_id",
+            "received_at",
+            postgresql_where=sa.text("status IN ('stored', 'processing')"),
+            sqlite_where=sa.text("status IN ('stored', 'processing')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -43,7 +60,19 @@ class StoredMessage(Base):
     raw_size: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(sa.String(16), default="stored")
     attempts: Mapped[int] = mapped_column(default=0)
+    # Claims of this row in a batch of its own. A message that stops its worker (a time limit,
+    # a crash) is retried alone; three unfinished attempts alone make it a failure (§6).
+    solo_attempts: Mapped[int] = mapped_column(default=0)
+    # What the gateway found about the sender of this copy (envelope first: never a header):
+    # "refused" (sender verification failed for this route; recorded, never dropped),
+    # "authenticated" / "unauthenticated" (team mail by SMTP with an internal From: DKIM
+    # aligned or a trusted Authentication-Results pass, or not). NULL: nothing to say.
+    sender_verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    # Why the last attempt stopped without finishing ("timeout"), for the failure's code.
+    last_stop: Mapped[str | None] = mapped_column(sa.String(16))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Renewed by the worker processing the row (its claim); the sweeper takes back only rows
+    # whose claim went stale.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column()
 
@@ -52,6 +81,11 @@ class Decision(Base):
     """Exactly one per message taken in: the answer to "why was (or wasn't) this logged?"."""
 
     __tablename__ = "decisions"
+    __table_args__ = (
+        # GET /v1/decisions, newest first, under C4: (account, not private) and (account,
+        # private to me) are two ranges of this index, each read in id order.
+        sa.Index("ix_decisions_account_private_id", "account_id", "private_to_user_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(
@@ -80,12 +114,34 @@ class Decision(Base):
     private_to_user_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("users.id", ondelete="SET NULL")
     )
+    # Team mail: how the message was threaded ({how, conversation_id}) and, for a new
+    # conversation, the routing trace (which rule fired, and why each earlier one did not).
+    thread: Mapped[dict[str, Any] | None] = mapped_column()
+    routing: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class Failure(Base):
     """A permanent processing failure; the raw message stays until a retry succeeds."""
 
     __tablename__ = "failures"
+    __table_args__ = (
+        # GET /v1/ops/failures newest first: every account's / one account's unresolved ones
+        # (partial: few), and one account's all.
+        sa.Index(
+            "ix_failures_open",
+            "id",
+            postgresql_where=sa.text("resolved_at IS NULL"),
+            sqlite_where=sa.text("resolved_at IS NULL"),
+        ),
+        sa.Index(
+            "ix_failures_account_open",
+            "account_id",
+            "id",
+            postgresql_where=sa.text("resolved_at IS NULL"),
+            sqlite_where=sa.text("resolved_at IS NULL"),
+        ),
+        sa.Index("ix_failures_account_id_id", "account_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int | None] = mapped_column(

@@ -1,4 +1,4 @@
-"""Operational counters written by edge processes and read by the API (``/metrics``, status)."""
+"""Operational counters written by the working processes and read by the API (``/metrics``)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db.base import Base, utcnow
 
 
-class GatewayCounter(Base):
-    """SMTP end-of-DATA replies by code, summed over every gateway process.
+class OpsCounter(Base):
+    """One counter series summed over every process: messages received by source, processed
+    by source and outcome, reason codes, failures by stage, the latency histogram, SMTP
+    replies by code (shared/counters.py names them).
 
-    Each gateway adds the deltas of its in-memory counts every few seconds (an UPSERT), so the
-    API process — which never sees an SMTP session — can report them.
+    Each process adds the deltas of its in-memory counts every few seconds (an UPSERT), so a
+    scrape reads this small table — a row per series — instead of the message tables.
     """
 
-    __tablename__ = "gateway_counters"
+    __tablename__ = "ops_counters"
 
-    code: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
-    count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # The series' labels, canonical: ``k=v`` pairs sorted by key, joined by ``,``.
+    labels: Mapped[str] = mapped_column(sa.String(255), primary_key=True, default="")
+    value: Mapped[float] = mapped_column(sa.Double, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

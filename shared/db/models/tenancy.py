@@ -31,6 +31,8 @@ class User(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "email"),
         sa.CheckConstraint("role in ('admin', 'member')", name="role"),
+        # GET /v1/users, newest first, by keyset.
+        sa.Index("ix_users_account_id_id", "account_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

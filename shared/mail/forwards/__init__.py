@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
+from shared.mail import linear
 from shared.mail.forwards.blockaddr import parse_block_addresses, parse_block_from
 from shared.mail.forwards.blocks import Block, find_blocks, split_lines
 from shared.mail.forwards.dates import parse_block_date
@@ -23,11 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ForwardResult", "OriginalMessage", "extract_forward", "extract_forward_text"]
 
-_FWD_SUBJECT = re.compile(
+# Subjects are the sender's to choose: on RE2 (shared.mail.linear).
+_FWD_SUBJECT = linear.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:fwd?|fw|wg|tr|rv|enc|doorst|vs|転送|转发|fwd?\[\d+\])\s*[:：]",
     re.IGNORECASE,
 )
-_REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|antw|sv|r|返信|回复)(?:\[\d+\])?\s*[:：]", re.IGNORECASE)
+_REPLY_SUBJECT = linear.compile(
+    r"^\s*(?:re|aw|antw|sv|r|返信|回复)(?:\[\d+\])?\s*[:：]", re.IGNORECASE
+)
 MAX_NESTING = 10
 
 

@@ -5,6 +5,9 @@ Layouts seen in the wild: ``Name <addr>``, ``"Name" <addr>``, ``Name [mailto:add
 ``Name (addr)``, ``Last, First <addr>`` (unquoted comma), ``a; b`` separators, and
 ``X <x> on behalf of y``. A value with no address at all (just a name) yields nothing:
 the caller must treat that From as unreadable rather than guess.
+
+The patterns run on RE2 (:mod:`shared.mail.linear`): a field value is a line of the body, and
+an address pattern searched over a long line of letters backtracks quadratically in ``re``.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ from __future__ import annotations
 import html
 import re
 
+from shared.mail import linear
 from shared.mail.addresses import normalize_address
 from shared.mail.model import Address
 
-_MAILTO_ANGLE = re.compile(r"<mailto:[^<>]*>", re.IGNORECASE)
-_MAILTO_SQUARE = re.compile(r"\[mailto:([^\]\s]+)\]", re.IGNORECASE)
-_PAREN_ADDR = re.compile(r"\(\s*([^()\s]+@[^()\s]+)\s*\)")
-_TOKEN = re.compile(
+_MAILTO_ANGLE = linear.compile(r"<mailto:[^<>]*>", re.IGNORECASE)
+_MAILTO_SQUARE = linear.compile(r"\[mailto:([^\]\s]+)\]", re.IGNORECASE)
+_PAREN_ADDR = linear.compile(r"\(\s*([^()\s]+@[^()\s]+)\s*\)")
+_TOKEN = linear.compile(
     r"<\s*([^<>\s]+@[^<>\s]+?)\s*>"
     r"|([A-Za-z0-9._%+'!#$&*=?^`{|}~/-]+@[^\s<>,;:\"'()\[\]]+\.[^\s<>,;:\"'()\[\]]+)"
 )
 _SEPARATORS = " \t,;\"'«»“”‘’"
-_ON_BEHALF = re.compile(r"\s+on\s+behalf\s+of\s+.*$", re.IGNORECASE)
+_ON_BEHALF = linear.compile(r"\s+on\s+behalf\s+of\s+.*\Z", re.IGNORECASE)
 
 
 def clean_value(value: str) -> str:

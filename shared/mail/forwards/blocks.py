@@ -6,6 +6,10 @@ label and at least one of Date/Sent, Subject or To — or follows a forward bann
 "-------- Forwarded Message --------", Outlook "-----Original Message-----" or the underscore
 line, IONOS/Yahoo/HubSpot/Missive/MailMate banners, localized in de/fr/es/ja). Yahoo prints the
 whole block on the banner line, so labels are split onto lines first.
+
+Work is linear in the body: header labels are read with string methods, the per-line patterns
+are anchored and possessive (nothing they consumed is tried again), and a block's fields are
+joined once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ for _field, _names in {
         _LABELS[_n] = _field
 
 FORWARD_BANNER = re.compile(
-    r"^\s*(?:-{2,}\s*(?:forwarded\s+message|weitergeleitete\s+nachricht|message\s+transf[ée]r[ée]|"
+    r"^\s*+(?:-{2,}+\s*+(?:forwarded\s+message|weitergeleitete\s+nachricht|message\s+transf[ée]r[ée]|"
     r"mensaje\s+reenviado|mensagem\s+encaminhada|転送されたメッセージ|メッセージを転送|"
     r"転送メッセージ|message\s+transmis|forwarded\s+mail)\s*-{0,}"
     r"|begin\s+forwarded\s+message\s*:|anfang\s+der\s+weitergeleiteten\s+nachricht\s*:|"
@@ -36,12 +40,14 @@ FORWARD_BANNER = re.compile(
     re.IGNORECASE,
 )
 OTHER_BANNER = re.compile(
-    r"^\s*(?:-{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|message\s+d'origine|"
-    r"mensaje\s+original|元のメッセージ|オリジナルメッセージ)\s*-{0,}|_{20,}\s*$)",
+    r"^\s*+(?:-{2,}+\s*+(?:original\s+message|ursprüngliche\s+nachricht|message\s+d'origine|"
+    r"mensaje\s+original|元のメッセージ|オリジナルメッセージ)\s*-{0,}|_{20,}+\s*+$)",
     re.IGNORECASE,
 )
-_HEADER = re.compile(r"^\s*\*{0,2}([^:：*\n]{1,24}?)\*{0,2}\s*[:：]\*{0,2}\s?(.*)$")
+# Nothing follows the repetition but an optional space: nothing to backtrack into.
 _QUOTE = re.compile(r"^((?:\s?>)+)\s?")
+# The lookbehind starts each attempt at the first space after a non-space: a run of spaces is
+# read once from its start.
 _YAHOO_SPLIT = re.compile(
     r"(?<=\S)\s*(?=(?:From|To|Cc|CC|Sent|Subject|Von|An|Gesendet|Betreff|De|Para|Enviado|Asunto|"
     r"À|Envoyé|Objet)\s?:\s)"
@@ -61,12 +67,35 @@ class Block:
 
 
 def label_of(line: str) -> tuple[str, str] | None:
-    """``("from", value)`` for a header-looking line, else None."""
-    m = _HEADER.match(line)
-    if not m:
+    """``("from", value)`` for a header-looking line, else None.
+
+    The line reads: spaces, at most two ``*``, a label (1–24 characters, none of ``:``, ``：``,
+    ``*``), at most two ``*``, spaces, a colon (ASCII or full-width), at most two ``*``, the
+    value — Outlook's bold ``**From:**`` included.
+    """
+    text = line.lstrip()
+    text = text[2:] if text.startswith("**") else text[1:] if text.startswith("*") else text
+    colon = _first_colon(text)
+    if colon < 0:
         return None
-    field = _LABELS.get(m.group(1).strip().lower())
-    return (field, m.group(2).strip()) if field else None
+    label = text[:colon].rstrip()
+    label = label[:-2] if label.endswith("**") else label[:-1] if label.endswith("*") else label
+    if not 1 <= len(label) <= 24 or "*" in label or "\n" in label:
+        return None
+    field = _LABELS.get(label.strip().lower())
+    if not field:
+        return None
+    value = text[colon + 1 :]
+    value = value[2:] if value.startswith("**") else value[1:] if value.startswith("*") else value
+    return field, value.strip()
+
+
+def _first_colon(text: str) -> int:
+    """Where the first ":" or "：" is, or -1."""
+    ascii_colon, wide_colon = text.find(":"), text.find("：")
+    if ascii_colon < 0:
+        return wide_colon
+    return ascii_colon if wide_colon < 0 else min(ascii_colon, wide_colon)
 
 
 def split_lines(text: str) -> list[tuple[str, str]]:
@@ -104,6 +133,7 @@ def find_blocks(lines: list[tuple[str, str]], max_blocks: int = 50) -> list[Bloc
             while j < n and j - i <= 3 and not lines[j][1].strip():
                 j += 1
         fields: dict[str, str] = {}
+        wrapped: dict[str, list[str]] = {}  # joined once below: += per line is quadratic
         k = j
         last: str | None = None
         while k < n:
@@ -111,7 +141,7 @@ def find_blocks(lines: list[tuple[str, str]], max_blocks: int = 50) -> list[Bloc
             if got is None:
                 # A To/Cc list wrapped onto the next line (no label, contains an address).
                 if last in ("to", "cc") and "@" in lines[k][1] and lines[k][1].strip():
-                    fields[last] += " " + lines[k][1].strip()
+                    wrapped.setdefault(last, []).append(lines[k][1].strip())
                     k += 1
                     continue
                 break
@@ -123,6 +153,8 @@ def find_blocks(lines: list[tuple[str, str]], max_blocks: int = 50) -> list[Bloc
             fields.setdefault(field, value)
             last = field
             k += 1
+        for field, more in wrapped.items():
+            fields[field] = " ".join([fields[field], *more])
         others = sum(1 for f in ("date", "subject", "to") if f in fields)
         if ("from" in fields and (others >= 2 or ((is_fwd or is_other) and others >= 1))) or (
             is_fwd and k > j

@@ -67,6 +67,8 @@ _ZONES = {
     "akst": -540,
     "hst": -600,
 }
+# These run only on a value of at most 120 characters (parse_block_date): bounded work, and
+# _NUM_DATE needs a backreference, which RE2 does not have.
 _JA_DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _NUM_DATE = re.compile(r"\b(\d{1,2})([./])(\d{1,2})\2(\d{4}|\d{2})\b")

@@ -1,0 +1,57 @@
+"""The FastAPI application factory; the CLI builds the context and passes it in."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from gateway.api import errors
+from gateway.api.context import ApiContext
+from gateway.api.deps import storable_text
+from gateway.api.limits import DEFAULT_BODY_LIMIT, BodyLimit, raw_body_limit
+from gateway.api.routes import (
+    accounts,
+    attachments,
+    connections,
+    conversations,
+    crm,
+    emails,
+    health,
+    inboxes,
+    ops,
+    users,
+)
+
+ROUTERS = (
+    health,
+    accounts,
+    users,
+    inboxes,
+    connections,
+    crm,
+    emails,
+    attachments,
+    conversations,
+    ops,
+)
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="inboxlog",
+        version="0.1.0",
+        description="Email ingestion for a CRM: intake addresses, connected inboxes, "
+        "logged emails and the reason for every decision.",
+        dependencies=[Depends(storable_text)],
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.add_middleware(
+        BodyLimit,
+        default_limit=DEFAULT_BODY_LIMIT,
+        raw_limit=raw_body_limit(ctx.settings.max_message_bytes),
+    )
+    for module in ROUTERS:
+        app.include_router(module.router)
+    for extra in ctx.extras.get("routers", ()):
+        app.include_router(extra)
+    return app

@@ -1,0 +1,100 @@
+"""What a connection's sync loop reads from its row: a snapshot of its settings (password
+decrypted), and the raw columns it watches every few seconds to notice a change or a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from imapclient import IMAPClient
+from imapclient.imapclient import SENT
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.crypto import SecretBox
+from shared.db.engine import single_read
+from shared.db.models import Connection
+from worker.imap.client import ImapSettings
+
+
+@dataclass
+class Snapshot:
+    """What the loop needs from the connection row, re-read every few seconds."""
+
+    account_id: int
+    kind: str
+    inbox_id: int | None
+    settings: ImapSettings
+    since: date | None
+    created_at: datetime
+    status: str
+    sync_requested_at: datetime | None
+    backfill_since: date | None
+    control: tuple[Any, ...]  # the raw columns control_state() watches, as of this snapshot
+
+
+def read_snapshot(
+    sessions: sessionmaker[Session], box: SecretBox, connection_id: int
+) -> Snapshot | None:
+    with sessions() as session:
+        c = session.get(Connection, connection_id)
+        if c is None or c.imap_host is None:
+            return None
+        return Snapshot(
+            c.account_id,
+            c.kind,
+            c.inbox_id,
+            ImapSettings(
+                c.imap_host,
+                c.imap_port or 993,
+                c.imap_security or "ssl",
+                c.imap_username or "",
+                box.decrypt(c.imap_password_enc or ""),
+                tuple(c.imap_folders) if c.imap_folders else None,
+            ),
+            c.imap_since,
+            c.created_at,
+            c.status,
+            c.sync_requested_at,
+            c.backfill_since,
+            _control(c),
+        )
+
+
+def folders_to_sync(
+    client: IMAPClient, configured: tuple[str, ...] | None
+) -> list[tuple[str, str]]:
+    """(folder, role): the configured folders, else INBOX and the \\Sent special-use folder."""
+    if configured:
+        sent = client.find_special_folder(SENT)
+        return [(f, "sent" if f == sent else "inbox") for f in configured]
+    found = [("INBOX", "inbox")]
+    sent = client.find_special_folder(SENT)
+    if sent:
+        found.append((sent, "sent"))
+    return found
+
+
+_CONTROL = (
+    Connection.imap_host,
+    Connection.imap_port,
+    Connection.imap_security,
+    Connection.imap_username,
+    Connection.imap_password_enc,
+    Connection.imap_folders,
+    Connection.sync_requested_at,
+    Connection.backfill_since,
+)
+
+
+def _control(c: Connection) -> tuple[Any, ...]:
+    return tuple(getattr(c, col.key) for col in _CONTROL)
+
+
+def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple[Any, ...] | None:
+    """The columns the loop watches, compared raw (no decryption every few seconds):
+    the six IMAP settings, then the sync/backfill requests."""
+    with single_read(sessions) as conn:  # every few seconds per connection: keep it cheap
+        row = conn.execute(sa.select(*_CONTROL).where(Connection.id == connection_id)).one_or_none()
+    return None if row is None or row[0] is None else tuple(row)
