@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 from gateway.smtp.directory import Route
 from gateway.smtp.verify import DnsFunc, dkim_pass, header_from, trusted_auth_results_pass
+from shared.rules import codes
 from shared.rules.logging_decision import AccountFacts
 
-REFUSED = "refused"
-AUTHENTICATED = "authenticated"
-UNAUTHENTICATED = "unauthenticated"
+# The values of stored_messages.sender_verdict, named once in shared/rules/codes.py.
+REFUSED = codes.VERDICT_REFUSED
+AUTHENTICATED = codes.VERDICT_AUTHENTICATED
+UNAUTHENTICATED = codes.VERDICT_UNAUTHENTICATED
 
 
 @dataclass(frozen=True)
