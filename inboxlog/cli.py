@@ -261,6 +261,12 @@ def _status_table(report: dict[str, Any]) -> str:
         codes = " ".join(f"{c}:{n}" for c, n in g["by_code"].items()) or "-"
         lines.append(f"gateway      accepted {g['accepted']}  rejected {g['rejected']}  ({codes})")
     lines.append(f"connections  {len(report['connections'])}")
+    stopped = [
+        c for c in report["connections"] if c["status"] in ("reauth_required", "auth_failed")
+    ]
+    for c in stopped:
+        action = "reconnect it" if c["status"] == "reauth_required" else "set a new password"
+        lines.append(f"  ! connection {c['id']} ({c['address']}) is {c['status']}: {action}")
     if report["connections"]:
         lines.append(f"  {'ID':>5}  {'ACCOUNT':>7}  {'KIND':8}  {'STATUS':11}  {'LAG':>6}  ADDRESS")
         for c in report["connections"]:

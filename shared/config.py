@@ -10,11 +10,14 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from shared.oauth.providers import OAuthProvider
 
 SECRET_KEY_FILE = ".inboxlog-secret-key"
 ADMIN_TOKEN_FILE = ".inboxlog-admin-token"
@@ -89,6 +92,21 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Working directory for generated files (secret key, admin token, embedded broker).
     data_dir: Path = Field(default_factory=lambda: Path.cwd())
+    # OAuth providers (§10) come from INBOXLOG_OAUTH_<NAME>_… variables, whose names are not
+    # fields; read once from the environment and .env (see oauth_providers).
+    _oauth: dict[str, OAuthProvider] | None = PrivateAttr(default=None)
+
+    def oauth_providers(self) -> dict[str, OAuthProvider]:
+        """The configured OAuth providers by API name; ConfigError when one is incomplete."""
+        if self._oauth is None:
+            from dotenv import dotenv_values
+
+            from shared.oauth.providers import providers_from_env
+
+            env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            env.update(os.environ)
+            self._oauth = providers_from_env(env)
+        return self._oauth
 
     @property
     def soft_time_limit(self) -> float:
@@ -135,6 +153,7 @@ def load_settings(**overrides: Any) -> Settings:
         Fernet(settings.secret_key.encode())
     except ValueError as exc:
         raise ConfigError("INBOXLOG_SECRET_KEY is not a valid Fernet key") from exc
+    settings.oauth_providers()  # a misconfigured provider stops every command at start
     return settings
 
 

@@ -185,6 +185,27 @@ def collect_families(session: Session, depths: dict[str, int | None]) -> list[Me
         GaugeMetricFamily("inboxlog_broker_up", "1 when the broker answered.", value=int(known))
     )
 
+    by_status = GaugeMetricFamily(
+        "inboxlog_connections", "Connections by status.", labels=["status"]
+    )
+    for status, n in session.execute(
+        sa.select(Connection.status, sa.func.count()).group_by(Connection.status)
+    ):
+        by_status.add_metric([status], n)
+    stopped = GaugeMetricFamily(
+        "inboxlog_connection_needs_person",
+        "1 for each connection stopped until a person acts: reauth_required (reconnect, §10) "
+        "or auth_failed (new credentials).",
+        labels=["connection_id", "account_id", "status"],
+    )
+    for cid, acc, status in session.execute(
+        sa.select(Connection.id, Connection.account_id, Connection.status).where(
+            Connection.status.in_(("reauth_required", "auth_failed"))
+        )
+    ):
+        stopped.add_metric([str(cid), str(acc), status], 1)
+    fams += [by_status, stopped]
+
     lag = GaugeMetricFamily(
         "inboxlog_imap_sync_lag_seconds",
         "Seconds since the connection's last successful IMAP sync.",

@@ -17,6 +17,7 @@ from gateway.api.routes import (
     emails,
     health,
     inboxes,
+    oauth,
     ops,
     users,
 )
@@ -26,6 +27,7 @@ ROUTERS = (
     accounts,
     users,
     inboxes,
+    oauth,
     connections,
     crm,
     emails,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
-from shared.db.models import Connection, FolderState, InboxMember, TeamInbox, User
+from shared.db.models import Connection, FolderState, InboxMember, OAuthGrant, TeamInbox, User
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.mail.addresses import normalize_address
 from shared.netsafety import HOST_NOT_ALLOWED, HostNotAllowed, HostNotFound, Resolver, check_host
@@ -93,6 +93,10 @@ def server_check(allowed: Networks, resolver: Resolver | None = None) -> ServerC
     return check
 
 
+# What an OAuth connection's owner may still change: the provider sets server and login.
+OAUTH_EDITABLE = frozenset({"folders", "since"})
+
+
 def _apply_imap(
     conn: Connection,
     imap: dict[str, Any],
@@ -101,6 +105,13 @@ def _apply_imap(
     partial: bool,
     check: ServerCheck | None = None,
 ) -> None:
+    if conn.oauth_provider is not None and set(imap) - OAUTH_EDITABLE:
+        raise Invalid(
+            "an OAuth connection's server and sign-in come from its provider: reconnect it to "
+            "change them (only imap.folders and imap.since can be set)",
+            code="oauth_managed",
+            details={"fields": sorted(set(imap) - OAUTH_EDITABLE)},
+        )
     security = imap.get("security", conn.imap_security if partial else "ssl")
     if security not in SECURITY_MODES:
         raise Invalid("imap.security must be ssl, starttls or none", details={"field": "imap"})
@@ -134,6 +145,44 @@ def _apply_imap(
         conn.imap_since = date.fromisoformat(since) if isinstance(since, str) else since
 
 
+def resolve_owner(
+    *,
+    session: Session,
+    principal: Principal,
+    kind: str,
+    user_id: int | None,
+    inbox_id: int | None,
+    meetings: bool = False,
+) -> tuple[int | None, User | None]:
+    """Who a new connection will belong to, checked against what ``principal`` may connect:
+    (the personal owner's id, the owner) — (None, None) for a team connection."""
+    principal.require_user()
+    account_id = principal.account_id
+    if kind not in ("personal", "team"):
+        raise Invalid("kind must be personal or team", details={"field": "kind"})
+    if kind == "team":
+        principal.require_admin()
+        if meetings:  # C2
+            raise Invalid(
+                "a team connection cannot be used for meetings", code="team_meetings_not_allowed"
+            )
+        if inbox_id is None or user_id is not None:
+            raise Invalid("a team connection needs inbox_id (and no user_id)")
+        inbox = session.get(TeamInbox, inbox_id)
+        if inbox is None or inbox.account_id != account_id:
+            raise Invalid("unknown inbox", code="unknown_inbox", details={"inbox_id": inbox_id})
+        return None, None
+    if inbox_id is not None:
+        raise Invalid("a personal connection takes no inbox_id")
+    user_id = principal.user_id if user_id is None else user_id
+    if user_id != principal.user_id:
+        principal.require_admin()
+    owner = session.get(User, user_id)
+    if owner is None or owner.account_id != account_id:
+        raise Invalid("unknown user", code="unknown_user", details={"user_id": user_id})
+    return user_id, owner
+
+
 def create_connection(
     *,
     session: Session,
@@ -146,34 +195,20 @@ def create_connection(
     meetings: bool = False,
     imap: dict[str, Any] | None = None,
     check: ServerCheck | None = None,
+    proven_by_login: bool = False,
 ) -> Connection:
-    principal.require_user()
-    account_id = principal.account_id
-    assert account_id is not None
-    owner: User | None = None
-    if kind not in ("personal", "team"):
-        raise Invalid("kind must be personal or team", details={"field": "kind"})
+    """``proven_by_login``: the caller just signed in to this mailbox (OAuth, §10), which
+    proves the address the owner's (C7)."""
+    user_id, owner = resolve_owner(
+        session=session,
+        principal=principal,
+        kind=kind,
+        user_id=user_id,
+        inbox_id=inbox_id,
+        meetings=meetings,
+    )
+    account_id = principal.user_account_id()
     address = normalize_address(address)
-    if kind == "team":
-        principal.require_admin()
-        if meetings:  # C2
-            raise Invalid(
-                "a team connection cannot be used for meetings", code="team_meetings_not_allowed"
-            )
-        if inbox_id is None or user_id is not None:
-            raise Invalid("a team connection needs inbox_id (and no user_id)")
-        inbox = session.get(TeamInbox, inbox_id)
-        if inbox is None or inbox.account_id != account_id:
-            raise Invalid("unknown inbox", code="unknown_inbox", details={"inbox_id": inbox_id})
-    else:
-        if inbox_id is not None:
-            raise Invalid("a personal connection takes no inbox_id")
-        user_id = principal.user_id if user_id is None else user_id
-        if user_id != principal.user_id:
-            principal.require_admin()
-        owner = session.get(User, user_id)
-        if owner is None or owner.account_id != account_id:
-            raise Invalid("unknown user", code="unknown_user", details={"user_id": user_id})
     holder = holder_of(session=session, account_id=account_id, address=address, user_id=user_id)
     if holder:  # C1, C3, C7
         raise _already_connected(
@@ -181,15 +216,15 @@ def create_connection(
         )
     # C7: a user's own primary email is proven by being it; any other personal address waits
     # for a login to its mailbox (the poller) or an admin's confirmation.
-    proven = kind == "team" or (owner is not None and owner.email == address)
+    proven = kind == "team" or proven_by_login or (owner is not None and owner.email == address)
     conn = Connection(
         account_id=account_id,
         address=address,
         kind=kind,
         user_id=user_id,
-        inbox_id=inbox_id,
+        inbox_id=inbox_id if kind == "team" else None,
         meetings=meetings,
-        status=("pending" if imap else "active") if proven else "unverified",
+        status=("pending" if imap or proven_by_login else "active") if proven else "unverified",
         verified_at=utcnow() if kind == "personal" and proven else None,
     )
     if imap:
@@ -293,14 +328,26 @@ def connection_view(*, session: Session, principal: Principal, conn: Connection)
             "port": conn.imap_port,
             "security": conn.imap_security,
             "username": conn.imap_username,
+            "auth": "oauth" if conn.oauth_provider else "password",
             "folders": conn.imap_folders,
             "since": conn.imap_since.isoformat() if conn.imap_since else None,
         },
+        "oauth": _oauth_view(session, conn),
     }
     return view
 
 
-def _require_manager(*, session: Session, principal: Principal, conn: Connection) -> None:
+def _oauth_view(session: Session, conn: Connection) -> dict[str, Any] | None:
+    """The provider and when the current access token expires; never a token (C6)."""
+    if conn.oauth_provider is None:
+        return None
+    expires = session.scalar(
+        sa.select(OAuthGrant.expires_at).where(OAuthGrant.connection_id == conn.id)
+    )
+    return {"provider": conn.oauth_provider, "expires_at": iso(expires)}
+
+
+def require_manager(*, session: Session, principal: Principal, conn: Connection) -> None:
     if conn.kind == "personal":
         if not _is_owner(principal, conn):
             raise Forbidden("only the owner changes a personal connection", code="not_owner")
@@ -319,7 +366,7 @@ def update_connection(
     check: ServerCheck | None = None,
 ) -> Connection:
     conn = get_connection(session=session, principal=principal, connection_id=connection_id)
-    _require_manager(session=session, principal=principal, conn=conn)
+    require_manager(session=session, principal=principal, conn=conn)
     if meetings is not None:
         if meetings and conn.kind == "team":
             raise Invalid(

@@ -269,11 +269,21 @@ class DovecotServer:
 
     START_TIMEOUT = 15.0
 
-    def __init__(self, tmp_dir: Path, *, tls: bool = False, idle: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_dir: Path,
+        *,
+        tls: bool = False,
+        idle: bool = True,
+        oauth_introspection_url: str | None = None,
+    ) -> None:
         self.tmp_dir = Path(tmp_dir).resolve()
         self.tls = tls
         self.idle = idle
+        self.oauth_introspection_url = oauth_introspection_url
         self.version = dovecot_version()
+        if oauth_introspection_url is not None and self.version >= (2, 4):
+            raise DovecotError("the oauth2 passdb is only configured for Dovecot 2.3")
         self.port = 0
         self._tls_port: int | None = None
         self.ca_cert_path: Path | None = None
@@ -296,6 +306,7 @@ class DovecotServer:
         self.log_path = self.tmp_dir / "dovecot.log"
         self.stderr_path = self.tmp_dir / "dovecot.stderr"
         self.users_path = self.tmp_dir / "users"
+        self.oauth2_config_path = self.tmp_dir / "dovecot-oauth2.conf.ext"
         self.mail_root = self.private_root / "mail"
         self.home_root = self.private_root / "home"
         self.state_dir = self.tmp_dir / "state"
@@ -314,10 +325,26 @@ class DovecotServer:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, tmp_dir: Path, *, tls: bool = False, idle: bool = True) -> DovecotServer:
-        """Install Dovecot if needed, configure an instance in ``tmp_dir`` and start it."""
+    def start(
+        cls,
+        tmp_dir: Path,
+        *,
+        tls: bool = False,
+        idle: bool = True,
+        oauth_introspection_url: str | None = None,
+    ) -> DovecotServer:
+        """Install Dovecot if needed, configure an instance in ``tmp_dir`` and start it.
+
+        ``oauth_introspection_url`` (an RFC 7662 endpoint, e.g. ``LocalOAuthServer``'s
+        ``introspection_url``) also enables XOAUTH2 and OAUTHBEARER logins, checked by
+        Dovecot's oauth2 passdb against that endpoint at every login (Dovecot 2.3 only;
+        PLAIN/LOGIN still check the users file). The token's ``email`` must be the login
+        name, so OAuth users are added with their email as the name:
+        ``add_user("alice@example.test", password)``. Such a server has no auth penalty
+        (see ``_disable_auth_penalty``); a failed login is answered within ~0.5 s.
+        """
         ensure_dovecot_installed()
-        server = cls(tmp_dir, tls=tls, idle=idle)
+        server = cls(tmp_dir, tls=tls, idle=idle, oauth_introspection_url=oauth_introspection_url)
         server._prepare()
         last_error: DovecotError | None = None
         for _ in range(5):  # retry on the rare race where a chosen port got taken
@@ -404,7 +431,10 @@ class DovecotServer:
     # ------------------------------------------------------------------ users/folders
 
     def add_user(self, name: str, password: str) -> None:
-        """Add a login; INBOX and Sent (\\Sent special-use) exist once this returns."""
+        """Add a login; INBOX and Sent (\\Sent special-use) exist once this returns.
+
+        For XOAUTH2/OAUTHBEARER logins the name is the email the OAuth server vouches for.
+        """
         if not name or any(c in name for c in ":/\n\r") or name.startswith("."):
             raise ValueError(f"unsupported user name {name!r}")
         if "\n" in password or ":" in password:
@@ -618,6 +648,8 @@ class DovecotServer:
             self._write_users()
         if self.tls and self.ca_cert_path is None:
             self.ca_cert_path, self._cert_path, self._key_path = _write_tls_material(self.tmp_dir)
+        if self.oauth_introspection_url is not None:
+            self._write_oauth2_config(self.oauth_introspection_url)
 
     def _write_users(self) -> None:
         lines = [
@@ -628,6 +660,29 @@ class DovecotServer:
         tmp.write_text("".join(lines))
         tmp.chmod(0o600)
         tmp.replace(self.users_path)  # atomic: Dovecot re-reads it on mtime change
+
+    def _write_oauth2_config(self, introspection_url: str) -> None:
+        """Args file of the oauth2 passdb (Dovecot 2.3 syntax, one ``key = value`` a line).
+
+        Every login is one RFC 7662 POST ``token=...`` to ``introspection_url``; the answer
+        must say ``"active": true`` and carry ``email`` equal (case-insensitively) to the
+        login name. db-oauth2 keeps no token cache of its own, and the auth cache is off
+        (``auth_cache_size = 0``), so a revoked or expired token fails at the next login.
+        An inactive answer (``{"active": false}``) makes Dovecot answer
+        ``NO [AUTHENTICATIONFAILED]``, as for a wrong password; an HTTP error status or no
+        answer from the endpoint makes it ``NO [UNAVAILABLE]`` (temporary failure). Both
+        are checked by tests/support/test_oauth_harness.py.
+        """
+        self.oauth2_config_path.write_text(
+            "# Generated by tests/support/dovecot.py\n"
+            f"introspection_url = {introspection_url}\n"
+            "introspection_mode = post\n"
+            "username_attribute = email\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+            "timeout_msecs = 10000\n"
+            "max_idle_time_msecs = 1000\n"
+        )
 
     def _config(self) -> str:
         assert self._run_dir is not None
@@ -651,6 +706,14 @@ class DovecotServer:
         # The auth process must read the users file inside tmp_dir, which may sit below a
         # 0700 directory (pytest's tmp_path): run it as root when we are root.
         auth_service = "service auth {\n  user = root\n}\n" if self._is_root else ""
+        mechanisms, plain_only, oauth_passdb = "plain login", "", ""
+        if self.oauth_introspection_url is not None:
+            mechanisms += " xoauth2 oauthbearer"
+            plain_only = "  mechanisms = plain login\n"
+            oauth_passdb = (
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {self.oauth2_config_path}\n}}\n"
+            )
         return f"""# Generated by tests/support/dovecot.py -- private test instance (Dovecot 2.3)
 base_dir = {self._run_dir}
 state_dir = {self.state_dir}
@@ -669,7 +732,7 @@ mail_gid = {self._mail_gid}
 mail_location = maildir:{self.mail_root}/%u
 mail_fsync = never
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_cache_size = 0
 auth_failure_delay = 0
 login_trusted_networks =
@@ -677,8 +740,8 @@ login_trusted_networks =
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.users_path}
-}}
-userdb {{
+{plain_only}}}
+{oauth_passdb}userdb {{
   driver = passwd-file
   args = username_format=%u {self.users_path}
 }}
@@ -805,6 +868,8 @@ service anvil {{
             stderr.close()
         _live_groups.add(self._proc.pid)
         deadline = time.monotonic() + self.START_TIMEOUT
+        if self.oauth_introspection_url is not None:
+            self._disable_auth_penalty(deadline)
         ports = [self.port] + ([self._tls_port] if self._tls_port else [])
         pending = list(ports)
         while pending:
@@ -822,6 +887,22 @@ service anvil {{
                 pending.pop(0)
             else:
                 time.sleep(0.02)
+
+    def _disable_auth_penalty(self, deadline: float) -> None:
+        """Turn off anvil's auth penalty: after a failed login, Dovecot delays every next
+        login from the IP by 4 s, doubling up to 15 s, for half a minute (2.3.19 offers no
+        setting; ``login_trusted_networks`` no longer exempts an IP). A test that revokes
+        a token would then slow down every login after it. The auth process, started on
+        the first client connection, finds no ``anvil-auth-penalty`` socket and quietly
+        runs without penalties; so the socket is removed before anyone connects.
+        """
+        assert self._proc is not None and self._run_dir is not None
+        socket_path = self._run_dir / "anvil-auth-penalty"
+        while not socket_path.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                return  # the greeting loop reports the failure
+            time.sleep(0.01)
+        socket_path.unlink()
 
     def _greets(self, port: int, *, tls: bool) -> bool:
         try:
@@ -897,12 +978,20 @@ service anvil {{
 def dovecot_server_factory(
     base_dir: Path,
 ) -> tuple[Callable[..., DovecotServer], Callable[[], None]]:
-    """Return ``(make, cleanup)`` for fixtures: ``make(tls=..., idle=...)`` starts servers
-    in numbered sub-directories of ``base_dir``; ``cleanup()`` closes all of them."""
+    """Return ``(make, cleanup)`` for fixtures: ``make(tls=..., idle=...,
+    oauth_introspection_url=...)`` starts servers in numbered sub-directories of
+    ``base_dir``; ``cleanup()`` closes all of them."""
     servers: list[DovecotServer] = []
 
-    def make(*, tls: bool = False, idle: bool = True) -> DovecotServer:
-        server = DovecotServer.start(base_dir / f"dovecot-{len(servers)}", tls=tls, idle=idle)
+    def make(
+        *, tls: bool = False, idle: bool = True, oauth_introspection_url: str | None = None
+    ) -> DovecotServer:
+        server = DovecotServer.start(
+            base_dir / f"dovecot-{len(servers)}",
+            tls=tls,
+            idle=idle,
+            oauth_introspection_url=oauth_introspection_url,
+        )
         servers.append(server)
         return server
 

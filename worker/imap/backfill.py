@@ -33,6 +33,7 @@ def backfill_folders(
     on_stored: Callable[[list[int]], None],
     progress: Callable[[int, int], None] | None = None,
     limits: FetchLimits | None = None,
+    due: Callable[[], bool] | None = None,
 ) -> int:
     plans = [(t, *pending_uids(client, sessions, t, since)) for t in targets]
     total = sum(len(uids) for _, _, uids in plans)
@@ -62,5 +63,6 @@ def backfill_folders(
             on_stored=on_stored,
             progress=step,
             limits=limits,
+            due=due,
         )
     return stored

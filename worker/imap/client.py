@@ -14,7 +14,7 @@ import imaplib
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout, imap4, tls
@@ -36,8 +36,10 @@ class ImapSettings:
     port: int
     security: str  # ssl | starttls | none
     username: str
-    password: str
+    password: str = field(repr=False)  # the OAuth access token when auth is "oauth"
     folders: tuple[str, ...] | None = None
+    auth: str = "password"  # password | oauth
+    sasl: str = "xoauth2"  # with oauth: xoauth2 | oauthbearer
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -158,7 +160,7 @@ def open_session(
     try:
         if s.security == "starttls":
             _starttls(client, ctx)
-        client.login(s.username, s.password)
+        _login(client, s)
     except LoginError as exc:
         _close(client)
         raise login_failure(exc) from exc
@@ -166,6 +168,15 @@ def open_session(
         _close(client)
         raise
     return client
+
+
+def _login(client: IMAPClient, s: ImapSettings) -> None:
+    if s.auth != "oauth":
+        client.login(s.username, s.password)
+    elif s.sasl == "oauthbearer":
+        client.oauthbearer_login(s.username, s.password)
+    else:
+        client.oauth2_login(s.username, s.password)
 
 
 def _starttls(client: IMAPClient, ctx: ssl.SSLContext | None) -> None:

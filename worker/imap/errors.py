@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from shared.netsafety import HostNotAllowed, HostNotFound
+from shared.oauth.errors import ReauthRequired, TokenUnavailable
 
 
 class AuthFailed(Exception):
@@ -36,6 +37,10 @@ class LoginInterrupted(Exception):
 
 class LoginConnectionLost(LoginInterrupted):
     """The connection dropped in the middle of LOGIN."""
+
+
+class SessionDue(Exception):
+    """The session must sign in again now (its OAuth token is due): not a failure."""
 
 
 class LeaseLost(Exception):
@@ -64,8 +69,10 @@ _HINT_SCAN = 4096  # hints sit in the first words of a response line; never scan
 class Diagnosis:
     category: str
     sentence: str
-    retry: bool = True  # False: wait for new settings (auth_failed)
+    retry: bool = True  # False: wait for new settings (auth_failed) or a reconnect
     hint_seconds: float | None = None  # the server asked us to wait at least this long
+    # The connection's status to record; None: leave status and last_error as they are.
+    status: str | None = "error"
 
     @property
     def last_error(self) -> str:
@@ -114,12 +121,33 @@ def login_failure(exc: LoginError) -> Exception:
     return AuthFailed("authentication failed")
 
 
-def diagnose(exc: BaseException) -> Diagnosis:
-    """Sort an exception into a category with a sentence of ours and the retry it calls for."""
+def diagnose(exc: BaseException, *, oauth: bool = False) -> Diagnosis:
+    """Sort an exception into a category with a sentence of ours and the retry it calls for.
+    ``oauth``: the session signed in with an OAuth token, which only a reconnect replaces."""
     if isinstance(exc, LoginError):
         exc = login_failure(exc)
+    if isinstance(exc, ReauthRequired):
+        return Diagnosis("reauth_required", exc.sentence, retry=False, status="reauth_required")
+    if isinstance(exc, TokenUnavailable):
+        # §10: provider trouble changes no status until it lasts past 15 minutes.
+        return Diagnosis(
+            "oauth_unavailable", exc.sentence, status="error" if exc.persisting else None
+        )
+    if isinstance(exc, AuthFailed) and oauth:
+        return Diagnosis(
+            "reauth_required",
+            "the mail server refused the OAuth sign-in (IMAP access may be off for this "
+            "mailbox). Reconnect the mailbox to fix it.",
+            retry=False,
+            status="reauth_required",
+        )
     if isinstance(exc, AuthFailed):
-        return Diagnosis("auth_failed", "the server refused the username or password", retry=False)
+        return Diagnosis(
+            "auth_failed",
+            "the server refused the username or password",
+            retry=False,
+            status="auth_failed",
+        )
     if isinstance(exc, HostNotAllowed):
         return Diagnosis("host_not_allowed", str(exc))
     if isinstance(exc, HostNotFound):
@@ -161,6 +189,6 @@ def diagnose(exc: BaseException) -> Diagnosis:
     return Diagnosis("internal_error", "the sync stopped on an error on our side; retrying")
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, *, oauth: bool = False) -> str:
     """``last_error`` for this exception: ``"<category>: <sentence>"``, nothing the server sent."""
-    return diagnose(exc).last_error
+    return diagnose(exc, oauth=oauth).last_error

@@ -14,7 +14,8 @@ from shared.db.models import Connection
 
 
 def claimable(sessions: sessionmaker[Session], owner: str) -> list[int]:
-    """Connections with IMAP settings, not stopped by an auth failure, free or expired."""
+    """Connections with IMAP settings, not stopped for a person (auth_failed,
+    reauth_required), free or expired."""
     now = utcnow()
     with sessions() as session:
         return list(
@@ -22,7 +23,7 @@ def claimable(sessions: sessionmaker[Session], owner: str) -> list[int]:
                 sa.select(Connection.id)
                 .where(
                     Connection.imap_host.is_not(None),
-                    Connection.status != "auth_failed",
+                    Connection.status.not_in(("auth_failed", "reauth_required")),
                     sa.or_(
                         Connection.lease_owner.is_(None),
                         Connection.lease_expires_at < now,

@@ -24,10 +24,18 @@ from shared.db.base import utcnow
 from shared.db.models import Connection
 from shared.netsafety import Resolver
 from shared.networks import Networks
+from shared.oauth.tokens import TokenKeeper
 from worker.imap.backoff import MAX_SECONDS, Backoff
 from worker.imap.client import open_session
-from worker.imap.errors import LeaseLost, diagnose
-from worker.imap.snapshot import Snapshot, control_state, folders_to_sync, read_snapshot
+from worker.imap.errors import AuthFailed, LeaseLost, SessionDue, diagnose
+from worker.imap.signin import signin_settings
+from worker.imap.snapshot import (
+    SETTINGS,
+    Snapshot,
+    control_state,
+    folders_to_sync,
+    read_snapshot,
+)
 from worker.imap.sync import (
     FETCH_BATCH,
     FETCH_BYTES,
@@ -43,6 +51,8 @@ log = logging.getLogger("inboxlog.imap")
 
 IDLE_RENEW_SECONDS = 290  # RFC 2177: servers may drop IDLE after 30 min; renew far sooner
 CONTROL_CHECK_SECONDS = 2.0
+# Statuses that wait for a person: new credentials (auth_failed) or a reconnect (§10).
+STOPPED = ("auth_failed", "reauth_required")
 OTHER_FOLDERS_SECONDS = 3.0  # with IDLE on one folder, how often the others get a STATUS
 MARK_EVERY_SECONDS = 30.0
 
@@ -60,6 +70,7 @@ class PollerConfig:
     # only public addresses are dialled.
     allowed_networks: Networks = field(default_factory=Networks)
     resolver: Resolver = socket.getaddrinfo  # tests resolve names without DNS
+    tokens: TokenKeeper | None = None  # OAuth access tokens (§10); None: no provider configured
 
     @property
     def limits(self) -> FetchLimits:
@@ -95,6 +106,8 @@ class ConnectionSync(threading.Thread):
         self.auth_failed = False
         self.marked_at = 0.0
         self.logged_in_at: float | None = None
+        self.relogin_at: float | None = None  # monotonic; see _session
+        self.token_refused = False  # the last OAuth login was refused (see _session)
         self._woken_by: tuple[int, int | None] | None = None  # see _wait
         self._control: tuple[float, tuple[Any, ...] | None] | None = None  # (read at, value)
 
@@ -139,7 +152,7 @@ class ConnectionSync(threading.Thread):
                 )
                 self._pause(self.backoff.after_failure(session_seconds=None), None)
                 continue
-            if snap is None or snap.status == "auth_failed":
+            if snap is None or snap.status in STOPPED:
                 return
             self.logged_in_at = None
             try:
@@ -147,7 +160,7 @@ class ConnectionSync(threading.Thread):
             except LeaseLost:
                 log.info("connection=%s lease lost; stopping", self.connection_id)
                 return
-            except _Reconnect:
+            except (_Reconnect, SessionDue):
                 continue
             except Exception as exc:
                 if self._failed(snap, exc):
@@ -157,12 +170,12 @@ class ConnectionSync(threading.Thread):
 
     def _failed(self, snap: Snapshot, exc: Exception) -> bool:
         """Record a failed session and wait before the next; True: stop (auth_failed)."""
-        found = diagnose(exc)
+        found = diagnose(exc, oauth=snap.oauth_provider is not None)
         if not found.retry:
-            # Stop until the credentials change: no hammering the server (§6).
+            # Stop until the credentials change or a reconnect: no hammering the server (§6).
             self.auth_failed = True
-            self._mark(status="auth_failed", last_error=found.last_error)
-            log.warning("connection=%s authentication failed", self.connection_id)
+            self._mark(status=found.status, last_error=found.last_error)
+            log.warning("connection=%s stopped: %s", self.connection_id, found.category)
             return True
         lived = None if self.logged_in_at is None else self.clock() - self.logged_in_at
         wait = self.backoff.after_failure(session_seconds=lived, hint_seconds=found.hint_seconds)
@@ -175,14 +188,15 @@ class ConnectionSync(threading.Thread):
             wait,
         )
         try:
-            self._mark(status="error", last_error=found.last_error)
+            if found.status is not None:
+                self._mark(status=found.status, last_error=found.last_error)
         except Exception as mark_exc:  # database down too: the wait below still applies
             log.warning(
                 "connection=%s cannot record the error: %s",
                 self.connection_id,
                 type(mark_exc).__name__,
             )
-        self._pause(wait, snap.control[:6])
+        self._pause(wait, snap.control[:SETTINGS])
         return False
 
     def _pause(self, seconds: float, settings: tuple[Any, ...] | None) -> None:
@@ -200,8 +214,12 @@ class ConnectionSync(threading.Thread):
             if settings is not None:
                 with contextlib.suppress(Exception):  # database down: keep waiting
                     now = self.settings_now(fresh=True)
-                    if now is None or now[:6] != settings:
+                    if now is None or now[:SETTINGS] != settings:
                         return
+
+    def _due(self) -> bool:
+        """Whether this session must sign in again now (its OAuth token is due)."""
+        return self.relogin_at is not None and time.monotonic() >= self.relogin_at
 
     def _close(self) -> None:
         if self.client is not None:
@@ -210,13 +228,31 @@ class ConnectionSync(threading.Thread):
             self.client = None
 
     def _session(self, snap: Snapshot) -> None:
-        self.client = client = open_session(
-            snap.settings,
-            allowed=self.config.allowed_networks,
-            ca_file=self.config.ca_file,
-            read_timeout=self.config.read_timeout,
-            resolver=self.config.resolver,
+        settings, token = signin_settings(self.connection_id, snap, self.config.tokens)
+        # An OAuth session signs in again before its token is due (§10): a new session
+        # with a fresh token, without waiting for the server to drop this one.
+        self.relogin_at = (
+            None
+            if token is None
+            else time.monotonic() + max(0.0, (token.refresh_at - utcnow()).total_seconds())
         )
+        try:
+            self.client = client = open_session(
+                settings,
+                allowed=self.config.allowed_networks,
+                ca_file=self.config.ca_file,
+                read_timeout=self.config.read_timeout,
+                resolver=self.config.resolver,
+            )
+        except AuthFailed:
+            if token is None or self.token_refused or self.config.tokens is None:
+                raise
+            # A token we hold valid was refused (a clock ahead of ours, an early revocation):
+            # one refresh and one more login before concluding that a reconnect is needed.
+            self.token_refused = True
+            self.config.tokens.invalidate(self.connection_id, token)
+            raise SessionDue() from None
+        self.token_refused = False
         self.logged_in_at = self.clock()
         # A good login proves the address the owner's (C7) — before any of its mail is read,
         # so the worker counts that mail as the owner's. The first proof is kept.
@@ -230,6 +266,8 @@ class ConnectionSync(threading.Thread):
         idle = client.has_capability("IDLE")
         last_seen: dict[str, tuple[int, int | None]] = {}
         while not self.stopping.is_set():
+            if self._due():
+                raise SessionDue()  # the token is due: sign in again with a fresh one
             if snap.backfill_since is not None:
                 from worker.imap.backfill import backfill_folders
 
@@ -241,6 +279,7 @@ class ConnectionSync(threading.Thread):
                     owner=self.owner,
                     on_stored=self.on_stored,
                     limits=self.config.limits,
+                    due=self._due,
                 )
                 self._mark(backfill_since=None)
             changed = not last_seen
@@ -260,6 +299,7 @@ class ConnectionSync(threading.Thread):
                     resync_since=resync_since,
                     on_stored=self.on_stored,
                     limits=self.config.limits,
+                    due=self._due,
                 )
                 last_seen[t.folder] = _seen(view)
             # A quiet cycle writes nothing, but last_sync_at still moves every MARK_EVERY
@@ -288,8 +328,10 @@ class ConnectionSync(threading.Thread):
             if idle
             else self.config.poll_seconds
         )
+        if self.relogin_at is not None:
+            deadline = min(deadline, self.relogin_at)
         control = self.settings_now()
-        if control is None or control[:6] != snap.control[:6]:
+        if control is None or control[:SETTINGS] != snap.control[:SETTINGS]:
             raise _Reconnect()
         if control != snap.control:  # a request arrived since the snapshot was read
             return read_snapshot(self.sessions, self.box, self.connection_id) or snap
@@ -328,7 +370,7 @@ class ConnectionSync(threading.Thread):
                 if time.monotonic() >= next_control:
                     next_control = time.monotonic() + CONTROL_CHECK_SECONDS
                     now = self.settings_now(fresh=True)
-                    if now is None or now[:6] != control[:6]:
+                    if now is None or now[:SETTINGS] != control[:SETTINGS]:
                         raise _Reconnect()  # settings changed or the connection is gone
                     if now != control:
                         requested = True  # a sync or backfill was requested

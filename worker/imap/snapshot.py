@@ -32,6 +32,7 @@ class Snapshot:
     sync_requested_at: datetime | None
     backfill_since: date | None
     control: tuple[Any, ...]  # the raw columns control_state() watches, as of this snapshot
+    oauth_provider: str | None = None  # signs in with this provider's tokens (§10)
 
 
 def read_snapshot(
@@ -50,8 +51,9 @@ def read_snapshot(
                 c.imap_port or 993,
                 c.imap_security or "ssl",
                 c.imap_username or "",
-                box.decrypt(c.imap_password_enc or ""),
+                box.decrypt(c.imap_password_enc) if c.imap_password_enc else "",
                 tuple(c.imap_folders) if c.imap_folders else None,
+                auth="oauth" if c.oauth_provider else "password",
             ),
             c.imap_since,
             c.created_at,
@@ -59,6 +61,7 @@ def read_snapshot(
             c.sync_requested_at,
             c.backfill_since,
             _control(c),
+            c.oauth_provider,
         )
 
 
@@ -83,9 +86,13 @@ _CONTROL = (
     Connection.imap_username,
     Connection.imap_password_enc,
     Connection.imap_folders,
+    Connection.oauth_provider,
     Connection.sync_requested_at,
     Connection.backfill_since,
 )
+# control[:SETTINGS] are the sign-in settings (a change means a new session); the rest are
+# requests the running session picks up.
+SETTINGS = 7
 
 
 def _control(c: Connection) -> tuple[Any, ...]:
@@ -94,7 +101,7 @@ def _control(c: Connection) -> tuple[Any, ...]:
 
 def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple[Any, ...] | None:
     """The columns the loop watches, compared raw (no decryption every few seconds):
-    the six IMAP settings, then the sync/backfill requests."""
+    the sign-in settings, then the sync/backfill requests."""
     with single_read(sessions) as conn:  # every few seconds per connection: keep it cheap
         row = conn.execute(sa.select(*_CONTROL).where(Connection.id == connection_id)).one_or_none()
     return None if row is None or row[0] is None else tuple(row)

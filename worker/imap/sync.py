@@ -27,6 +27,7 @@ from worker.imap.cursor import (
     set_cursor,
     store_and_advance,
 )
+from worker.imap.errors import SessionDue
 from worker.imap.fetch import fetch_bodies, fetch_sizes
 from worker.imap.placeholders import MISSING_ON_SERVER, TOO_LARGE, Unfetched
 
@@ -152,8 +153,11 @@ def fetch_and_store(
     on_stored: Callable[[list[int]], None],
     progress: Callable[[int], None] | None = None,
     limits: FetchLimits | None = None,
+    due: Callable[[], bool] | None = None,
 ) -> int:
     """Fetch ``uids`` in batches; each batch is stored and the cursor advanced atomically.
+    ``due``: true once the session must sign in again (an OAuth token's refresh time): the
+    batches stored so far are kept and SessionDue is raised before the next download.
 
     Sizes first (``RFC822.SIZE``, nothing downloaded), then batches bounded by count and
     bytes; a message over the limit, or one the server lists but never returns, is recorded
@@ -188,6 +192,10 @@ def fetch_and_store(
         for start in range(0, len(ordered), SIZE_WINDOW):
             window = ordered[start : start + SIZE_WINDOW]
             for batch in plan_batches(window, _sizes(client, window), limits):
+                if due is not None and due():
+                    if pending is not None:
+                        pending.result()  # what was fetched is stored before we go
+                    raise SessionDue()
                 bodies = _download(client, batch, limits)
                 items = [
                     _incoming(t, uidvalidity, uid, bodies[uid])
@@ -294,6 +302,7 @@ def sync_folder(
     resync_since: date,
     on_stored: Callable[[list[int]], None],
     limits: FetchLimits | None = None,
+    due: Callable[[], bool] | None = None,
 ) -> int:
     """Bring one folder up to date; returns how many messages were newly stored.
 
@@ -314,6 +323,7 @@ def sync_folder(
             advance=advance,
             on_stored=on_stored,
             limits=limits,
+            due=due,
         )
 
     if cursor is None or cursor.uidvalidity != view.uidvalidity:

@@ -83,7 +83,9 @@ function problems(status, failures) {
   const unresolved = status.unresolved_failures ?? failures.length;
   if (unresolved > 0) out.push(`${unresolved} unresolved failure(s)`);
   for (const c of status.connections) {
-    if (c.status === "error" || c.status === "auth_failed") {
+    if (c.status === "reauth_required") {
+      out.push(`connection ${c.id} needs to be reconnected (reauth_required)`);
+    } else if (c.status === "error" || c.status === "auth_failed") {
       out.push(`connection ${c.id} ${c.status}`);
     } else if (c.imap && c.lag_seconds !== null && c.lag_seconds > MAX_SYNC_LAG_SECONDS) {
       out.push(`connection ${c.id} last synced ${duration(c.lag_seconds)} ago`);

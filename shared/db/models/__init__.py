@@ -13,6 +13,7 @@ from shared.db.models.emails import (
 )
 from shared.db.models.inboxes import InboxMember, RoundRobinCursor, RoutingRule, TeamInbox
 from shared.db.models.intake import Decision, Failure, StoredMessage
+from shared.db.models.oauth import OAuthGrant, OAuthState
 from shared.db.models.ops import OpsCounter
 from shared.db.models.tenancy import Account, ApiToken, User
 
@@ -33,6 +34,8 @@ __all__ = [
     "FolderState",
     "InboxMember",
     "LoggedEmail",
+    "OAuthGrant",
+    "OAuthState",
     "OpsCounter",
     "RoundRobinCursor",
     "RoutingRule",

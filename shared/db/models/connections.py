@@ -42,6 +42,9 @@ class Connection(Base):
     imap_username: Mapped[str | None] = mapped_column(sa.String(320))
     # Fernet ciphertext; never returned by the API or logged (C6).
     imap_password_enc: Mapped[str | None] = mapped_column(sa.Text)
+    # The OAuth provider (§10) the mailbox signs in with; None: the IMAP password. The tokens
+    # live in oauth_grants.
+    oauth_provider: Mapped[str | None] = mapped_column(sa.String(64))
     imap_folders: Mapped[list[Any] | None] = mapped_column()
     imap_since: Mapped[date | None] = mapped_column(sa.Date)
     # A requested backfill (POST /sync, `inboxlog backfill`) the poller has not run yet.
