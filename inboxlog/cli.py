@@ -203,9 +203,12 @@ def run() -> None:
 def demo(keep_running: bool) -> None:
     """Start everything, send sample mail through the gateway, and show what was logged and why."""
     from inboxlog.demo import create_demo_account, report, send_samples, wait_for_decisions
+    from inboxlog.demo_outbound import DEMO_NETWORK, send_tracked
     from inboxlog.runtime import build_runtime
     from inboxlog.supervisor import wait_port
 
+    # The demo's "customer mail server" runs on this machine: let the worker deliver to it.
+    os.environ.setdefault("INBOXLOG_ALLOWED_PRIVATE_NETWORKS", DEMO_NETWORK)
     settings = _prepare_embedded(print_token=False)
     rt = build_runtime()
     log_path = settings.data_dir / "inboxlog-demo.log"
@@ -224,6 +227,11 @@ def demo(keep_running: bool) -> None:
             rt.sessions, demo_ids["account_id"], len(sent), 90, children.alive
         )
         report(rt.sessions, demo_ids["account_id"], [label for label, _ in sent], decisions)
+        if not wait_port(settings.http_host, settings.http_port, 60, children):
+            raise click.ClickException("the API did not come up")
+        if "INBOXLOG_PUBLIC_URL" not in os.environ:  # tracking links must reach this API
+            settings.public_url = f"http://{settings.http_host}:{settings.http_port}"
+        send_tracked(rt.sessions, settings, demo_ids["account_id"], demo_ids["alice_id"])
         if keep_running:
             click.echo(f"API on http://{settings.http_host}:{settings.http_port}; Ctrl-C stops.")
             while children.alive():

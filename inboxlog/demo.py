@@ -24,6 +24,7 @@ class DemoAccount(TypedDict):
     """The demo account's id, its two users' addresses and its three intake addresses."""
 
     account_id: int
+    alice_id: int
     alice: str
     hanako: str
     bcc: str
@@ -56,6 +57,7 @@ def create_demo_account(sessions: sessionmaker[Session], domain: str) -> DemoAcc
         )
         return {
             "account_id": account.id,
+            "alice_id": alice.id,
             "alice": alice.email,
             "hanako": hanako.email,
             "bcc": intake_address(account.bcc_token, domain),

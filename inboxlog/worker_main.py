@@ -9,7 +9,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 
 from inboxlog.runtime import Runtime
 from shared import counters
-from shared.queueing import QUEUE_INTAKE, TaskSender
+from shared.queueing import QUEUE_INTAKE, QUEUE_OUTBOUND, TaskSender
 from worker.celery_app import create_celery
 from worker.claims import active_ids
 from worker.sweeper import Sweeper
@@ -44,7 +44,7 @@ def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
         [
             "worker",
             "-Q",
-            QUEUE_INTAKE,
+            f"{QUEUE_INTAKE},{QUEUE_OUTBOUND}",
             "--pool",
             pool,
             "--concurrency",

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # PEM certificate and key enabling STARTTLS on the SMTP gateway.
     smtp_tls_cert: str = ""
     smtp_tls_key: str = ""
+    # The SMTP submission listener's port (§9); unset: no listener. Needs the TLS certificate.
+    submission_port: int | None = None
     # Drop SMTP clients idle for this long.
     smtp_idle_timeout: float = 60.0
     # Behind a TCP load balancer: read the client address from the PROXY protocol header (v1/v2)
@@ -85,6 +87,12 @@ class Settings(BaseSettings):
     metrics_public: bool = False
     # The base URL people's browsers and mail clients reach the API at.
     public_url: str = "http://127.0.0.1:8025"
+    # Hours a temporarily refused outbound message is retried before it is failed (§9).
+    outbound_retry_hours: float = 24.0
+    # The first retry of a temporarily refused message (§9: within 60 s); later ones double.
+    outbound_first_retry_seconds: float = 30.0
+    # save_sent=auto: how long after sending to look for the provider's copy in \\Sent (§9).
+    outbound_sent_check_seconds: float = 120.0
     # CIDRs of reverse proxies whose X-Forwarded-For the HTTP API believes.
     trusted_proxies: str = ""
     # "json" for one JSON object per log line, else plain text.

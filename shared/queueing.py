@@ -20,10 +20,15 @@ from shared.config import Settings
 log = logging.getLogger("inboxlog.queue")
 
 TASK_PROCESS = "inboxlog.process_messages"
+TASK_DELIVER = "inboxlog.deliver_outbox"
+TASK_FILE_SENT = "inboxlog.file_sent"
 # Stored-message ids per task: enough to share round trips, small enough to keep latency low.
 BATCH_SIZE = 25
 QUEUE_INTAKE = "intake"
-QUEUES = (QUEUE_INTAKE,)
+# Outbound delivery waits on other people's SMTP servers: a queue of its own, so a slow
+# upstream never holds up intake processing behind it.
+QUEUE_OUTBOUND = "outbound"
+QUEUES = (QUEUE_INTAKE, QUEUE_OUTBOUND)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -42,7 +47,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_INTAKE,
-        "task_routes": {TASK_PROCESS: {"queue": QUEUE_INTAKE}},
+        "task_routes": {
+            TASK_PROCESS: {"queue": QUEUE_INTAKE},
+            TASK_DELIVER: {"queue": QUEUE_OUTBOUND},
+            TASK_FILE_SENT: {"queue": QUEUE_OUTBOUND},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -81,6 +90,36 @@ class TaskSender:
         except Exception as exc:  # broker down: the sweeper re-enqueues stored rows
             log.warning("enqueue deferred to the sweeper: %s", type(exc).__name__)
         return sent
+
+    def deliver(self, outbox_ids: Iterable[int], countdown: float | None = None) -> int:
+        """Enqueue delivery of outbox entries; a broker outage leaves them to the sweeper."""
+        sent = 0
+        try:
+            for outbox_id in outbox_ids:
+                self.app.send_task(
+                    TASK_DELIVER,
+                    args=[outbox_id],
+                    queue=QUEUE_OUTBOUND,
+                    countdown=countdown,
+                    retry=False,
+                )
+                sent += 1
+        except Exception as exc:
+            log.warning("delivery enqueue deferred to the sweeper: %s", type(exc).__name__)
+        return sent
+
+    def file_sent(self, outbox_id: int, countdown: float) -> None:
+        """Look for (and if need be APPEND) the sent copy in the mailbox's Sent folder later."""
+        try:
+            self.app.send_task(
+                TASK_FILE_SENT,
+                args=[outbox_id],
+                queue=QUEUE_OUTBOUND,
+                countdown=countdown,
+                retry=False,
+            )
+        except Exception as exc:
+            log.warning("sent-folder filing not enqueued: %s", type(exc).__name__)
 
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:

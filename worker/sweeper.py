@@ -23,6 +23,7 @@ from shared.db.models import StoredMessage
 from shared.intake import stale_ids
 from shared.queueing import TaskSender
 from worker.claims import renew
+from worker.outbound.sweep import sweep_outbox
 from worker.retention import purge_raw
 
 log = logging.getLogger("inboxlog.sweeper")
@@ -81,6 +82,10 @@ class Sweeper(threading.Thread):
             if now >= due["sweep"]:
                 due["sweep"] = now + self.interval
                 self._step("sweep", lambda: sweep_once(self.sessions, self.sender, self.older_than))
+                self._step(
+                    "outbox sweep",
+                    lambda: sweep_outbox(self.sessions, self.sender, self.older_than),
+                )
             if self.retention_days is not None and now >= due["retention"]:
                 due["retention"] = now + self.retention_every
                 self._step("retention", self._retention)

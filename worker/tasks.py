@@ -12,17 +12,73 @@ import logging
 import os
 from typing import Any
 
+import sqlalchemy as sa
 from celery import Celery, Task
 from celery.exceptions import TimeLimitExceeded
 
 from shared import counters
 from shared.config import Settings
+from shared.crypto import SecretBox
+from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory
-from shared.queueing import QUEUE_INTAKE, TASK_PROCESS
+from shared.db.models import Outbox
+from shared.networks import Networks
+from shared.oauth.tokens import TokenKeeper
+from shared.queueing import QUEUE_INTAKE, TASK_DELIVER, TASK_FILE_SENT, TASK_PROCESS, TaskSender
+from worker.imap.session import PollerConfig
+from worker.outbound.deliver import DeliveryDeps, deliver
+from worker.outbound.sent_folder import file_sent
 from worker.pipeline.driver import DatabaseAway, process_many, retry_ids
 from worker.pipeline.job import Deps
 
 log = logging.getLogger("inboxlog.worker")
+
+
+class OutboundState:
+    """Per-process delivery dependencies (after the fork), sharing the database access."""
+
+    def __init__(self, settings: Settings, process: ProcessState) -> None:
+        self.settings, self.process = settings, process
+        self._deps: DeliveryDeps | None = None
+        self._sender: TaskSender | None = None
+        self._pid = 0
+
+    def sender(self) -> TaskSender:
+        if self._sender is None or self._pid != os.getpid():
+            self._sender = TaskSender(self.settings)
+        return self._sender
+
+    def deps(self) -> DeliveryDeps:
+        if self._deps is None or self._pid != os.getpid():
+            sessions = self.process.deps().sessions
+            box = SecretBox(self.settings.secret_key)
+            allowed = Networks.parse(self.settings.allowed_private_networks)
+            providers = self.settings.oauth_providers()
+            self._pid = os.getpid()
+            self._sender = TaskSender(self.settings)
+            sender = self._sender
+            self._deps = DeliveryDeps(
+                sessions=sessions,
+                box=box,
+                allowed=allowed,
+                retry_hours=self.settings.outbound_retry_hours,
+                first_retry_seconds=self.settings.outbound_first_retry_seconds,
+                ca_file=self.settings.imap_ca_file or None,
+                tokens=TokenKeeper(sessions, box, providers, allowed=allowed)
+                if providers
+                else None,
+                on_stored=sender.process,
+            )
+        return self._deps
+
+    def imap(self) -> PollerConfig:
+        deps = self.deps()
+        return PollerConfig(ca_file=deps.ca_file, allowed_networks=deps.allowed, tokens=deps.tokens)
+
+    def next_delay(self, outbox_id: int) -> float:
+        with self.deps().sessions() as session:
+            due = session.scalar(sa.select(Outbox.next_attempt_at).where(Outbox.id == outbox_id))
+        return 0.0 if due is None else max(0.0, (due - utcnow()).total_seconds())
 
 
 class ProcessState:
@@ -80,6 +136,32 @@ class PipelineTask(Task):
 
 def register_tasks(app: Celery, settings: Settings) -> None:
     state = ProcessState(settings, app)
+    outbound = OutboundState(settings, state)
+
+    @app.task(
+        name=TASK_DELIVER,
+        acks_late=True,
+        soft_time_limit=settings.soft_time_limit,
+        time_limit=settings.task_time_limit,
+    )
+    def deliver_outbox(outbox_id: int) -> str | None:
+        status = deliver(int(outbox_id), outbound.deps())
+        if status == "retrying":  # the sweeper is the safety net; this is the schedule
+            outbound.sender().deliver([int(outbox_id)], countdown=outbound.next_delay(outbox_id))
+        elif status == "sent":
+            outbound.sender().file_sent(
+                int(outbox_id), countdown=settings.outbound_sent_check_seconds
+            )
+        return status
+
+    @app.task(
+        name=TASK_FILE_SENT,
+        acks_late=True,
+        soft_time_limit=settings.soft_time_limit,
+        time_limit=settings.task_time_limit,
+    )
+    def file_sent_copy(outbox_id: int) -> str | None:
+        return file_sent(int(outbox_id), outbound.deps(), outbound.imap())
 
     @app.task(
         name=TASK_PROCESS,

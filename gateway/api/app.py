@@ -19,6 +19,8 @@ from gateway.api.routes import (
     inboxes,
     oauth,
     ops,
+    outbound,
+    tracking,
     users,
 )
 
@@ -33,6 +35,8 @@ ROUTERS = (
     emails,
     attachments,
     conversations,
+    outbound,
+    tracking,
     ops,
 )
 

@@ -62,6 +62,7 @@ def contact_view(contact: Contact) -> dict[str, Any]:
         "name": contact.name,
         "owner_id": contact.owner_id,
         "company_id": contact.company_id,
+        "tracking_opt_out": contact.tracking_opt_out,
     }
 
 

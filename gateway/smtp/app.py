@@ -90,8 +90,16 @@ def build_gateway(
 
 
 async def serve(settings: Settings, sessions: sessionmaker[Session], sender: TaskSender) -> None:
+    submission = None
+    if settings.submission_port is not None:
+        # Imported here: submission.py uses this module's tls_context.
+        from gateway.smtp.submission import build_submission
+
+        submission = build_submission(settings, sessions, sender)  # ConfigError before listening
     server, _, store, enqueuer = build_gateway(settings, sessions, sender=sender)
     await server.start()
+    if submission is not None:
+        await submission.start()
     # Reply counts reach /metrics through the shared counter table (shared/counters.py).
     counters.start_flusher(sessions)
     stop = asyncio.Event()
@@ -100,7 +108,10 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing transactions in flight")
-    await server.drain_and_stop()
+    draining = [server.drain_and_stop()]
+    if submission is not None:
+        draining.append(submission.drain_and_stop())
+    await asyncio.gather(*draining)
     await asyncio.to_thread(counters.stop_flusher)  # counts the last seconds before shutdown
     await asyncio.to_thread(store.close)
     if enqueuer is not None:

@@ -58,8 +58,10 @@ VERDICT_AUTHENTICATED = "authenticated"
 VERDICT_UNAUTHENTICATED = "unauthenticated"
 
 # Sources.
-Source = Literal["bcc", "forward", "team", "personal"]
+Source = Literal["bcc", "forward", "team", "personal", "sent"]
 SOURCES: tuple[Source, ...] = get_args(Source)
+# Sources whose mail lives in a team inbox's conversations (sent: a reply from the inbox, §9).
+TEAM_SOURCES = ("team", "sent")
 
 # Kinds that count as automated mail (§4): everything but normal and calendar.
 AUTOMATED_KINDS = {"auto_reply": AUTO_REPLY, "bounce": BOUNCE, "list": LIST}

@@ -61,6 +61,8 @@ class MessageFacts:
     from_: Person | None
     to: tuple[Person, ...] = ()
     cc: tuple[Person, ...] = ()
+    bcc: tuple[Person, ...] = ()  # source sent only: what we sent (never read from others' mail)
+    in_team_inbox: bool = False  # source sent: a reply from a team inbox (joins its conversation)
     sender: Person | None = None
     kind: str = "normal"
     # bcc/forward: the outer From (the user asking to log); forward: extraction result.
@@ -322,8 +324,31 @@ def _decide_personal(msg: MessageFacts, account: AccountFacts) -> LoggingDecisio
     return _outcome(msg, externals, actions, **(kw | {"logged_by_user_id": owner.id}))
 
 
+def _decide_sent(msg: MessageFacts, account: AccountFacts) -> LoggingDecision:
+    # Sent through inboxlog (§9): logged by the bcc rules, the sender as acting user; Bcc
+    # recipients are participants like To and Cc.
+    user = next((u for u in account.users if u.id == msg.owner_id), None)
+    if user is None or not user.active:
+        return LoggingDecision(c.REJECTED, (c.UNKNOWN_SENDER,), direction="outgoing")
+    externals = _externals(account, [*msg.to, *msg.cc, *msg.bcc])
+    actions = _judge(externals, msg, account, _never_log(account, user), may_create=True)
+    decision = _outcome(
+        msg,
+        externals,
+        actions,
+        acting_user_id=user.id,
+        logged_by_user_id=user.id,
+        direction="outgoing",
+        keep_in_conversation=msg.in_team_inbox,
+    )
+    if msg.in_team_inbox and decision.outcome == c.SKIPPED:  # kept in its conversation
+        return dataclasses.replace(decision, outcome=c.LOGGED)
+    return decision
+
+
 _BY_SOURCE = {
     "bcc": _decide_bcc,
+    "sent": _decide_sent,
     "forward": _decide_forward,
     "team": _decide_team,
     "personal": _decide_personal,

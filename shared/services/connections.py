@@ -183,6 +183,54 @@ def resolve_owner(
     return user_id, owner
 
 
+SAVE_SENT = ("auto", "always", "never")
+SMTP_DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+def apply_smtp(
+    conn: Connection,
+    smtp: dict[str, Any],
+    box: SecretBox,
+    *,
+    check: ServerCheck | None = None,
+) -> None:
+    """The server §9 sends through; username and password default to the IMAP ones. An OAuth
+    connection's server comes from its provider: only ``save_sent`` may change."""
+    if "save_sent" in smtp:
+        if smtp["save_sent"] not in SAVE_SENT:
+            raise Invalid("smtp.save_sent must be auto, always or never")
+        conn.save_sent = smtp["save_sent"]
+    rest = set(smtp) - {"save_sent"}
+    if not rest:
+        return
+    if conn.oauth_provider is not None:
+        raise Invalid(
+            "an OAuth connection's SMTP server comes from its provider (only smtp.save_sent "
+            "can be set)",
+            code="oauth_managed",
+            details={"fields": sorted(rest)},
+        )
+    security = smtp.get("security") or conn.smtp_security or "starttls"
+    if security not in SECURITY_MODES:
+        raise Invalid("smtp.security must be ssl, starttls or none", details={"field": "smtp"})
+    host = smtp.get("host") or conn.smtp_host
+    if not host:
+        raise Invalid("smtp.host is required", details={"field": "smtp.host"})
+    conn.smtp_host, conn.smtp_security = host, security
+    conn.smtp_port = int(smtp.get("port") or conn.smtp_port or SMTP_DEFAULT_PORTS[security])
+    if "username" in smtp:
+        conn.smtp_username = smtp["username"]
+    if smtp.get("password"):
+        conn.smtp_password_enc = box.encrypt(smtp["password"])
+    if check is not None and ("host" in smtp or "port" in smtp):
+        try:
+            check(conn.smtp_host, conn.smtp_port)
+        except Invalid as exc:
+            raise Invalid(
+                str(exc), code=exc.code, details={"field": "smtp.host", "host": host}
+            ) from None
+
+
 def create_connection(
     *,
     session: Session,
@@ -194,6 +242,7 @@ def create_connection(
     inbox_id: int | None = None,
     meetings: bool = False,
     imap: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
     check: ServerCheck | None = None,
     proven_by_login: bool = False,
 ) -> Connection:
@@ -229,6 +278,8 @@ def create_connection(
     )
     if imap:
         _apply_imap(conn, imap, box, partial=False, check=check)
+    if smtp:
+        apply_smtp(conn, smtp, box, check=check)
     try:
         with session.begin_nested():
             session.add(conn)
@@ -332,6 +383,15 @@ def connection_view(*, session: Session, principal: Principal, conn: Connection)
             "folders": conn.imap_folders,
             "since": conn.imap_since.isoformat() if conn.imap_since else None,
         },
+        "smtp": None
+        if conn.smtp_host is None
+        else {
+            "host": conn.smtp_host,
+            "port": conn.smtp_port,
+            "security": conn.smtp_security,
+            "username": conn.smtp_username or conn.imap_username,
+            "save_sent": conn.save_sent,
+        },
         "oauth": _oauth_view(session, conn),
     }
     return view
@@ -364,6 +424,7 @@ def update_connection(
     imap: dict[str, Any] | None,
     meetings: bool | None,
     check: ServerCheck | None = None,
+    smtp: dict[str, Any] | None = None,
 ) -> Connection:
     conn = get_connection(session=session, principal=principal, connection_id=connection_id)
     require_manager(session=session, principal=principal, conn=conn)
@@ -375,6 +436,8 @@ def update_connection(
         conn.meetings = meetings
     if imap:
         _apply_imap(conn, imap, box, partial=conn.imap_host is not None, check=check)
+    if smtp:
+        apply_smtp(conn, smtp, box, check=check)
     session.flush()
     return conn
 

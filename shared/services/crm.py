@@ -68,6 +68,12 @@ def find_contacts(
     return list(session.scalars(q.order_by(Contact.id.desc()).limit(limit).offset(offset)))
 
 
+def check_owner(*, session: Session, principal: Principal, owner_id: int) -> None:
+    owner = session.get(User, owner_id)
+    if owner is None or owner.account_id != principal.account_id:
+        raise Invalid("unknown owner", code="unknown_user", details={"owner_id": owner_id})
+
+
 def create_contact(
     *,
     session: Session,
@@ -80,9 +86,7 @@ def create_contact(
     principal.require_user()
     address = normalize_address(email)
     if owner_id is not None:
-        owner = session.get(User, owner_id)
-        if owner is None or owner.account_id != principal.account_id:
-            raise Invalid("unknown owner", code="unknown_user", details={"owner_id": owner_id})
+        check_owner(session=session, principal=principal, owner_id=owner_id)
     company_id = None
     domain = company_domain_for(address) if associate_companies else None
     if domain:

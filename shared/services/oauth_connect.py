@@ -329,6 +329,9 @@ def _use_provider(session: Session, conn: Connection, provider: OAuthProvider) -
     conn.imap_host, conn.imap_port = provider.imap_host, provider.imap_port
     conn.imap_security, conn.imap_username = provider.imap_security, conn.address
     conn.imap_password_enc = None
+    conn.smtp_host, conn.smtp_port = provider.smtp_host, provider.smtp_port
+    conn.smtp_security, conn.smtp_username = provider.smtp_security, conn.address
+    conn.smtp_password_enc = None
     conn.verified_at = conn.verified_at or utcnow()
     if conn.status != "active":
         conn.status = "pending"

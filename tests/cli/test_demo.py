@@ -30,6 +30,9 @@ def test_demo_shows_the_whole_path(tmp_path: Path) -> None:
         "pat@rival-corp.example: skipped — never_log",
         "mika.ito@acme-robotics.example: skipped — automated",
         "amy.lee@gmail.com  (owner alice@demo-co.example; company none — free mail)",
+        # The sent, tracked offer: the gateway's scanner and the customer, told apart.
+        "click by ken.tanaka@acme-robotics.example: machine (scanner)",
+        "open by ken.tanaka@acme-robotics.example: a person",
     ):
         assert expected in text, expected
     assert "INBOXLOG_ADMIN_TOKEN" not in text and "ilg_" not in text

@@ -95,7 +95,10 @@ def test_status_table_and_json(db_url: str, env: dict[str, str], tmp_path: Path)
     res = _run(env, tmp_path, "status", "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert report["queues"] == [{"name": "intake", "depth": 0}]  # the embedded broker in cwd
+    assert report["queues"] == [  # the embedded broker in cwd
+        {"name": "intake", "depth": 0},
+        {"name": "outbound", "depth": 0},
+    ]
     assert report["pipeline"]["failed"] >= 3 and report["unresolved_failures"] >= 3
     assert report["gateway"]["by_code"]["250"] >= 4
     [conn] = [c for c in report["connections"] if c["id"] == ids["connection"]]

@@ -40,6 +40,7 @@ _RETURNING = (
     _S.solo_attempts,
     _S.last_stop,
     _S.sender_verdict,
+    _S.acting_user_id,
 )
 
 
@@ -113,6 +114,7 @@ def claim(
                     row.received_at,
                     row.attempts,
                     row.sender_verdict,
+                    row.acting_user_id,
                 )
             )
     if out.suspects:

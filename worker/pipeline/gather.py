@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from shared.db.models import Account, Connection, Contact, LoggedEmail
 from shared.mail import Address
 from shared.mail.classify import is_noreply_address
+from shared.rules.codes import TEAM_SOURCES
 from shared.rules.logging_decision import MessageFacts, Person
 from shared.services.account_facts import load_account_facts
 from worker.pipeline.job import Batch, Job
@@ -36,13 +37,14 @@ def _participants(job: Job) -> list[Address]:
     c = job.content
     if c is None:
         return []
-    return [a for a in (c.from_, *c.to, *c.cc) if a is not None and a.address]
+    bcc = job.parsed.bcc if job.source == "sent" and job.parsed else ()
+    return [a for a in (c.from_, *c.to, *c.cc, *bcc) if a is not None and a.address]
 
 
 def prefetch(batch: Batch) -> None:
     """Account facts (cached by version), existing contacts and the inbox locks for the batch."""
     session, cache, jobs = batch.db(), batch.deps.facts_cache, batch.live
-    lock_inboxes(session, (j.inbox_id for j in jobs if j.source == "team" and j.inbox_id))
+    lock_inboxes(session, (j.inbox_id for j in jobs if j.source in TEAM_SOURCES and j.inbox_id))
     account_ids = sorted({j.account_id for j in jobs})
     for account in session.scalars(sa.select(Account).where(Account.id.in_(account_ids))):
         key = (account.id, account.config_version)
@@ -85,6 +87,10 @@ def gather(job: Job, batch: Batch) -> None:
         from_, to, cc, refs = None, (), (), []
     people = _participants(job)
     owner_id, is_reply, proven = None, False, True
+    if job.source == "sent":
+        owner_id = job.acting_user_id
+        extra["bcc"] = _people(pm.bcc)
+        extra["in_team_inbox"] = job.inbox_id is not None
     if job.source == "personal" and job.connection_id is not None:
         row = session.execute(
             sa.select(Connection.user_id, Connection.verified_at).where(

@@ -43,6 +43,7 @@ class Job:
     received_at: datetime | None = None
     attempts: int = 0
     sender_verdict: str | None = None
+    acting_user_id: int | None = None  # source sent: who sent it through inboxlog (§9)
     # Filled by understand.
     parsed: ParsedMessage | None = None
     forward: ForwardResult | None = None

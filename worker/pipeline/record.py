@@ -149,7 +149,9 @@ def _contacts(
                     "email": p.address,
                     "name": clip(p.name, CONTACT_NAME_CHARS),
                     # A new contact from bcc/forward gets the acting user as owner (§4).
-                    "owner_id": d.acting_user_id if job.source in ("bcc", "forward") else None,
+                    "owner_id": d.acting_user_id
+                    if job.source in ("bcc", "forward", "sent")
+                    else None,
                     "domain": clip(domain, DOMAIN_CHARS),
                 }
     if creates:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from shared.db.base import utcnow
 from shared.db.models import Conversation, ConversationEmail, LoggedEmail
 from shared.mail.subjects import thread_subject
+from shared.rules.codes import TEAM_SOURCES
 from worker.pipeline.job import Batch, Job
 
 SUBJECT_WINDOW = timedelta(days=30)
@@ -175,6 +176,6 @@ def thread_keys(job: Job) -> ThreadKeys:
 
 def thread(job: Job, batch: Batch) -> None:
     """Find the conversation a team message joins, once."""
-    if job.source != "team" or job.inbox_id is None or job.content is None:
+    if job.source not in TEAM_SOURCES or job.inbox_id is None or job.content is None:
         return
     job.thread = find_conversation(batch.db(), job, batch.threads.get(job.inbox_id))

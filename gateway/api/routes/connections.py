@@ -35,6 +35,16 @@ class ImapIn(BaseModel):
     since: dt.date | None = None
 
 
+class SmtpIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = Field(default=None, min_length=1, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["ssl", "starttls", "none"] | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(default=None, min_length=1, max_length=4096)
+    save_sent: Literal["auto", "always", "never"] | None = None
+
+
 class ConnectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -43,11 +53,13 @@ class ConnectionIn(BaseModel):
     inbox_id: DbId | None = None
     meetings: bool = False
     imap: ImapIn | None = None
+    smtp: SmtpIn | None = None
 
 
 class ConnectionPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     imap: ImapIn | None = None
+    smtp: SmtpIn | None = None
     meetings: bool | None = None
 
 
@@ -70,6 +82,7 @@ def create_connection(
         inbox_id=body.inbox_id,
         meetings=body.meetings,
         imap=body.imap.model_dump(exclude_unset=True) if body.imap else None,
+        smtp=body.smtp.model_dump(exclude_unset=True) if body.smtp else None,
         check=server_check(ctx),
     )
     return svc.connection_view(session=session, principal=p, conn=conn)
@@ -101,6 +114,7 @@ def patch_connection(
         imap=body.imap.model_dump(exclude_unset=True) if body.imap else None,
         meetings=body.meetings,
         check=server_check(ctx),
+        smtp=body.smtp.model_dump(exclude_unset=True) if body.smtp else None,
     )
     return svc.connection_view(session=session, principal=p, conn=conn)
 

@@ -57,6 +57,27 @@ def get_contact(contact_id: DbId, session: SessionDep, p: UserDep) -> dict[str, 
     return contact_view(svc.get_contact(session=session, principal=p, contact_id=contact_id))
 
 
+class ContactPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=200)
+    owner_id: DbId | None = None
+    tracking_opt_out: bool | None = None
+
+
+@router.patch("/v1/contacts/{contact_id}")
+def patch_contact(
+    contact_id: DbId, body: ContactPatch, session: SessionDep, p: UserDep
+) -> dict[str, Any]:
+    contact = svc.get_contact(session=session, principal=p, contact_id=contact_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "owner_id" in changes and changes["owner_id"] is not None:
+        svc.check_owner(session=session, principal=p, owner_id=changes["owner_id"])
+    for key, value in changes.items():
+        setattr(contact, key, value)
+    session.flush()
+    return contact_view(contact)
+
+
 @router.get("/v1/companies")
 def list_companies(
     session: SessionDep, p: UserDep, pg: ListPageDep, domain: str | None = None

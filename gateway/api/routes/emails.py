@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from gateway.api.deps import DbId, ListPageDep, SessionDep, UserDep
 from gateway.api.views import decision_view, email_summary, email_view
 from shared.rules.codes import Outcome, Source
-from shared.services import crm
+from shared.services import crm, tracking
 from shared.services import emails as svc
 
 router = APIRouter(tags=["emails"])
@@ -59,7 +59,9 @@ def company_emails(
 @router.get("/v1/emails/{email_id}")
 def get_email(email_id: DbId, session: SessionDep, p: UserDep) -> dict[str, Any]:
     email = svc.get_email(session=session, principal=p, email_id=email_id)
-    return email_view(email, svc.email_links(session, email.id))
+    view = email_view(email, svc.email_links(session, email.id))
+    view["tracking"] = tracking.summary(session=session, email_id=email.id)
+    return view
 
 
 @router.patch("/v1/emails/{email_id}")

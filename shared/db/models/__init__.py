@@ -15,6 +15,7 @@ from shared.db.models.inboxes import InboxMember, RoundRobinCursor, RoutingRule,
 from shared.db.models.intake import Decision, Failure, StoredMessage
 from shared.db.models.oauth import OAuthGrant, OAuthState
 from shared.db.models.ops import OpsCounter
+from shared.db.models.outbound import Outbox, OutboxCopy, TrackingEvent, TrackingLink
 from shared.db.models.tenancy import Account, ApiToken, User
 
 __all__ = [
@@ -37,9 +38,13 @@ __all__ = [
     "OAuthGrant",
     "OAuthState",
     "OpsCounter",
+    "Outbox",
+    "OutboxCopy",
     "RoundRobinCursor",
     "RoutingRule",
     "StoredMessage",
     "TeamInbox",
+    "TrackingEvent",
+    "TrackingLink",
     "User",
 ]

@@ -42,6 +42,14 @@ class Connection(Base):
     imap_username: Mapped[str | None] = mapped_column(sa.String(320))
     # Fernet ciphertext; never returned by the API or logged (C6).
     imap_password_enc: Mapped[str | None] = mapped_column(sa.Text)
+    # Outbound SMTP (§9): the server the connection sends through (username/password default
+    # to the IMAP ones; an OAuth connection uses its provider's server and token).
+    smtp_host: Mapped[str | None] = mapped_column(sa.String(255))
+    smtp_port: Mapped[int | None] = mapped_column()
+    smtp_security: Mapped[str | None] = mapped_column(sa.String(16))
+    smtp_username: Mapped[str | None] = mapped_column(sa.String(320))
+    smtp_password_enc: Mapped[str | None] = mapped_column(sa.Text)
+    save_sent: Mapped[str] = mapped_column(sa.String(8), default="auto")
     # The OAuth provider (§10) the mailbox signs in with; None: the IMAP password. The tokens
     # live in oauth_grants.
     oauth_provider: Mapped[str | None] = mapped_column(sa.String(64))

@@ -43,3 +43,5 @@ class Contact(Base):
         sa.ForeignKey("companies.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # §9: no pixel and no rewritten link in this contact's copies from now on.
+    tracking_opt_out: Mapped[bool] = mapped_column(default=False)

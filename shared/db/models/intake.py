@@ -70,6 +70,8 @@ class StoredMessage(Base):
     sender_verdict: Mapped[str | None] = mapped_column(sa.String(16))
     # Why the last attempt stopped without finishing ("timeout"), for the failure's code.
     last_stop: Mapped[str | None] = mapped_column(sa.String(16))
+    # Mail sent through inboxlog (source "sent", §9): the user who sent it.
+    acting_user_id: Mapped[int | None] = mapped_column()
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Renewed by the worker processing the row (its claim); the sweeper takes back only rows
     # whose claim went stale.

@@ -30,8 +30,14 @@ _SEPARATORS = " \t,;\"'«»“”‘’"
 _ON_BEHALF = linear.compile(r"\s+on\s+behalf\s+of\s+.*\Z", re.IGNORECASE)
 
 
+# A numeric character reference no character has (over 7 digits): html.unescape would turn
+# thousands of digits into an int first, which Python refuses (ValueError) past 4,300.
+_HUGE_REFERENCE = linear.compile(r"&#[xX]?[0-9a-fA-F]{8,};?")
+
+
 def clean_value(value: str) -> str:
-    value = html.unescape(value) if "&" in value else value
+    if "&" in value:
+        value = html.unescape(_HUGE_REFERENCE.sub("\ufffd", value))
     value = _MAILTO_ANGLE.sub("", value)
     value = _MAILTO_SQUARE.sub(r"<\1>", value)
     return _PAREN_ADDR.sub(r"<\1>", value)

@@ -14,7 +14,7 @@ from shared.counters import Counters, count_processed, count_received
 from shared.db.engine import transaction
 from shared.db.models import Connection, Failure, StoredMessage
 from shared.metrics import OpsCollector, QueueProbe
-from shared.queueing import QUEUE_INTAKE, TaskSender
+from shared.queueing import QUEUE_INTAKE, QUEUE_OUTBOUND, TaskSender
 from shared.services.failures import resolve_failures
 from tests.conftest import OPERATOR_TOKEN, Api
 from tests.support.counts import add_gateway_counts
@@ -93,7 +93,10 @@ def test_ops_status_counts_and_scopes_by_principal(api: Api) -> None:
     op = api.call("GET", "/v1/ops/status", OPERATOR_TOKEN, 200)
     grew = {k: op["pipeline"][k] - base["pipeline"][k] for k in op["pipeline"]}
     assert grew == {"stored": 3, "processing": 1, "done": 1, "failed": 1}
-    assert op["queues"] == [{"name": QUEUE_INTAKE, "depth": 0}]
+    assert op["queues"] == [
+        {"name": QUEUE_INTAKE, "depth": 0},
+        {"name": QUEUE_OUTBOUND, "depth": 0},
+    ]
     assert op["oldest_unprocessed_seconds"] > 7100
     assert op["unresolved_failures"] - base["unresolved_failures"] == 1
     [c] = [c for c in op["connections"] if c["account_id"] == aid]
@@ -126,7 +129,10 @@ def test_queue_depth_reads_the_broker(api: Api) -> None:
     assert api.call("GET", "/v1/ops/status", OPERATOR_TOKEN, 200)["queues"][0]["depth"] == 0
     assert TaskSender(api.ctx.settings).process([1, 2, 3]) == 3
     status = api.call("GET", "/v1/ops/status", OPERATOR_TOKEN, 200)
-    assert status["queues"] == [{"name": QUEUE_INTAKE, "depth": 1}]  # one task, a batch of ids
+    assert status["queues"] == [  # one task, a batch of ids
+        {"name": QUEUE_INTAKE, "depth": 1},
+        {"name": QUEUE_OUTBOUND, "depth": 0},
+    ]
 
 
 def test_unreachable_broker_gives_null_depth_quickly(api: Api) -> None:
@@ -134,7 +140,10 @@ def test_unreachable_broker_gives_null_depth_quickly(api: Api) -> None:
     t0 = time.monotonic()
     status = api.call("GET", "/v1/ops/status", OPERATOR_TOKEN, 200)
     assert time.monotonic() - t0 < 5
-    assert status["queues"] == [{"name": QUEUE_INTAKE, "depth": None}]
+    assert status["queues"] == [
+        {"name": QUEUE_INTAKE, "depth": None},
+        {"name": QUEUE_OUTBOUND, "depth": None},
+    ]
     body = api.client.get("/metrics", headers=OPERATOR).text
     assert "inboxlog_broker_up 0.0" in body
     assert "inboxlog_queue_depth{" not in body
@@ -288,6 +297,7 @@ def test_metrics_show_what_the_processes_counted_and_the_live_backlog(api: Api) 
     after = _scrape(api)
     grew = {
         'inboxlog_queue_depth{queue="intake"}': 0.0,
+        'inboxlog_queue_depth{queue="outbound"}': 0.0,
         "inboxlog_broker_up": 1.0,
     }
     assert {k: after[k] for k in grew} == grew

@@ -1,0 +1,210 @@
+"""Outbound throughput (§9 targets): tracked sends delivered per second on 2 workers, and
+tracking-endpoint requests per second on one API process.
+
+Sends: N messages through ``POST /v1/emails/send`` (HTML with two links, one external To —
+tracked, its own copy — and one internal Cc — an untracked copy), delivered by ``inboxlog
+worker -c 2`` to an aiosmtpd upstream on loopback (plain SMTP, no AUTH: the upstream's cost is
+not ours to measure). The rate is N / (last outbox ``sent`` − first POST).
+
+Tracking: the pixels of those messages are fetched by several client processes with
+keep-alive, behind a "proxy" (``INBOXLOG_TRUSTED_PROXIES``) that names a different client
+address per request (so the per-client rate limit does not cap a benchmark that is one
+machine); every request is a recorded open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import multiprocessing
+import random
+import re
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from bench_report import Figures, machine, print_figures  # noqa: E402
+
+from shared.db.models import Outbox, TrackingEvent  # noqa: E402
+from tests.support.databases import fresh_postgres  # noqa: E402
+from tests.support.stack import make_stack, redis_broker_url, wait_for  # noqa: E402
+from tests.support.upstream_smtp import UpstreamSmtp  # noqa: E402
+
+HTML = (
+    "<html><body><p>Hello,</p><p>your <a href='https://shop.example/order/{n}'>order</a> "
+    "ships today. <a href='https://shop.example/help'>Help</a></p></body></html>"
+)
+
+
+def _hammer(urls: list[str], seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    rng = random.Random()
+    done = 0
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() < deadline:
+            ip = f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            r = client.get(rng.choice(urls), headers={"X-Forwarded-For": ip})
+            if r.status_code == 200:
+                done += 1
+    out.put(done)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    started = time.monotonic()
+    fig = Figures()
+    with (
+        UpstreamSmtp(tls="none") as upstream,
+        fresh_postgres() as db_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        stack = make_stack(
+            Path(tmp), db_url, redis_broker_url(), INBOXLOG_TRUSTED_PROXIES="127.0.0.1/32"
+        )
+        base = f"http://127.0.0.1:{stack.env['INBOXLOG_HTTP_PORT']}"
+        stack.env["INBOXLOG_PUBLIC_URL"] = base
+        try:
+            stack.start("api", "api")
+            wait_for(lambda: _up(base), 120, lambda: stack.log("api"))
+            stack.start_worker(concurrency=2)
+            sent_rate = _sends(stack, base, upstream, args.messages)
+            fig.rows.append(
+                (
+                    "tracked sends delivered",
+                    f"{sent_rate:,.0f} msg/s",
+                    f"{args.messages} messages, 2 copies each, worker -c 2",
+                )
+            )
+            urls = sorted({u for d in upstream.deliveries for u in _pixels(d.data)})
+            assert urls, "no tracked copy reached the upstream"
+            rate = _tracking(urls, args.clients, args.seconds)
+            with stack.sessions() as s:
+                events = s.scalar(sa.select(sa.func.count()).select_from(TrackingEvent))
+            fig.rows.append(
+                (
+                    "tracking requests (opens recorded)",
+                    f"{rate:,.0f} req/s",
+                    f"{args.clients} client processes, {events} events stored",
+                )
+            )
+            fig.targets.append(
+                ("sends ≥ 200 msg/s on 2 workers", f"{sent_rate:,.0f}", "", sent_rate >= 200)
+            )
+            fig.targets.append(
+                ("tracking ≥ 2,000 req/s on one API process", f"{rate:,.0f}", "", rate >= 2000)
+            )
+        finally:
+            stack.close()
+            stack.sessions.kw["bind"].dispose()
+    fig.notes.append(machine())
+    print_figures(fig, time.monotonic() - started)
+
+
+def _pixels(data: bytes) -> list[str]:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    part = msg.get_body(("html",))  # type: ignore[attr-defined]
+    return re.findall(r'src="([^"]*/t/o/[^"]+)"', part.get_content()) if part else []
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _sends(stack, base: str, upstream: UpstreamSmtp, n: int) -> float:  # type: ignore[no-untyped-def]
+    op = {"Authorization": "Bearer stack-operator-token"}
+    admin = httpx.post(
+        base + "/v1/accounts",
+        headers=op,
+        timeout=30,
+        json={"name": "Bench", "admin_email": "admin@ours.example"},
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {admin}"}
+    httpx.patch(
+        base + "/v1/account/settings",
+        headers=auth,
+        timeout=30,
+        json={"internal_domains": ["ours.example"]},
+    ).raise_for_status()
+    httpx.post(
+        base + "/v1/connections",
+        headers=auth,
+        timeout=30,
+        json={
+            "address": "admin@ours.example",
+            "kind": "personal",
+            "smtp": {"host": "localhost", "port": upstream.port, "security": "none"},
+        },
+    ).raise_for_status()
+
+    def post(i: int) -> None:
+        r = httpx.post(
+            base + "/v1/emails/send",
+            headers=auth,
+            timeout=60,
+            json={
+                "from": "admin@ours.example",
+                "to": [f"customer{i}@customer.example"],
+                "cc": ["colleague@ours.example"],
+                "subject": f"Order {i}",
+                "text": "Your order ships.",
+                "html": HTML.format(n=i),
+                "track": True,
+                "log": True,
+            },
+        )
+        r.raise_for_status()
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, range(n)))
+    wait_for(lambda: _sent(stack) >= n, 600, lambda: stack.log("worker")[-3000:], interval=0.2)
+    with stack.sessions() as s:
+        last = s.scalar(sa.select(sa.func.max(Outbox.sent_at)))
+        first = s.scalar(sa.select(sa.func.min(Outbox.created_at)))
+        queued = s.scalar(sa.select(sa.func.max(Outbox.created_at)))
+    print(
+        f"  posting took {(queued - first).total_seconds():.1f} s, "
+        f"delivery finished {(last - queued).total_seconds():.1f} s after the last post"
+    )
+    elapsed = (last - first).total_seconds() if last and first else time.monotonic() - t0
+    return n / max(elapsed, 1e-6)
+
+
+def _sent(stack) -> int:  # type: ignore[no-untyped-def]
+    with stack.sessions() as s:
+        return int(
+            s.scalar(sa.select(sa.func.count()).select_from(Outbox).where(Outbox.status == "sent"))
+            or 0
+        )
+
+
+def _tracking(urls: list[str], clients: int, seconds: float) -> float:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(urls, seconds, out)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=seconds + 60) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Outbound mail (§9): sending, replying and tracking."""

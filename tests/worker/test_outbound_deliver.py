@@ -1,0 +1,154 @@
+"""Delivering the outbox (§9), in process against a real SMTP server on loopback, on both
+databases: a message is sent once — except in the one window §9 names, a crash between the
+server's 250 and recording it, where the repeat carries the same Message-ID — and two workers
+never deliver the same entry at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+from sqlalchemy.orm import Session, sessionmaker
+
+import worker.outbound.deliver as deliver_mod
+from shared.crypto import SecretBox
+from shared.db.base import utcnow
+from shared.db.engine import make_engine, make_session_factory
+from shared.db.models import Outbox, User
+from shared.networks import Networks
+from shared.principal import Principal
+from shared.services import outbound
+from tests.support.upstream_smtp import DROP, UpstreamSmtp
+from tests.support.world import World, new_world
+from worker.outbound.deliver import DeliveryDeps, deliver
+
+_n = iter(range(1, 10_000))
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamSmtp]:
+    with UpstreamSmtp(tls="none") as server:
+        yield server
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _queue(sessions: sessionmaker[Session], upstream: UpstreamSmtp) -> tuple[int, DeliveryDeps]:
+    box = SecretBox(Fernet.generate_key().decode())
+    n = next(_n)
+    world: World = new_world(sessions, admin_email=f"admin{n}-{id(upstream)}@ours.example")
+    address = f"rep{n}-{id(upstream)}@ours.example"
+    uid = world.user(address)
+    with sessions() as s:
+        role = s.get(User, uid).role  # type: ignore[union-attr]
+    me = Principal(kind="user", account_id=world.account_id, user_id=uid, role=role)
+    world.connect(
+        address, kind="personal", principal=me, box=box,
+        smtp={"host": "localhost", "port": upstream.port, "security": "none"},
+    )  # fmt: skip
+    with sessions() as s, s.begin():
+        row = outbound.send_email(
+            session=s, principal=me, logging_domain="log.localhost",
+            tracking_url=lambda k, t: f"http://127.0.0.1/t/{k}/{t}", max_bytes=10**6,
+            sender=address, to=["kim@customer.example"], subject="Hi", text="hello", html=None,
+        )  # fmt: skip
+        outbox_id = row.id
+    deps = DeliveryDeps(sessions=sessions, box=box, allowed=Networks.parse("127.0.0.0/8"))
+    return outbox_id, deps
+
+
+def _mine(upstream: UpstreamSmtp, message_id: str) -> list[bytes]:
+    return [d.data for d in upstream.deliveries if f"<{message_id}>".encode() in d.data]
+
+
+def _row(sessions: sessionmaker[Session], outbox_id: int) -> Outbox:
+    with sessions() as s:
+        row = s.get(Outbox, outbox_id)
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+class Crash(BaseException):
+    """The worker process dies here (not an Exception: nothing may catch it)."""
+
+
+def test_a_crash_between_the_250_and_recording_it_repeats_with_the_same_message_id(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox_id, deps = _queue(sessions, upstream)
+    message_id = _row(sessions, outbox_id).message_id
+
+    def crash(*_: object, **__: object) -> None:
+        raise Crash()
+
+    with monkeypatch.context() as m:
+        m.setattr(deliver_mod, "_copy_done", crash)
+        with pytest.raises(Crash):
+            deliver(outbox_id, deps)
+    assert len(_mine(upstream, message_id)) == 1
+    assert _row(sessions, outbox_id).status == "sending"
+    assert deliver(outbox_id, deps) is None  # its claim still stands: nobody else sends it
+    with sessions() as s, s.begin():  # the claim lapses (the worker is gone)
+        s.execute(
+            sa.update(Outbox)
+            .where(Outbox.id == outbox_id)
+            .values(claimed_until=utcnow() - timedelta(seconds=1))
+        )
+    assert deliver(outbox_id, deps) == "sent"
+    copies = _mine(upstream, message_id)
+    assert len(copies) == 2  # the one window where a message may go twice: same Message-ID
+    assert deliver(outbox_id, deps) is None  # and never a third time
+
+
+def test_a_failure_before_the_250_never_sends_twice(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    outbox_id, deps = _queue(sessions, upstream)
+    message_id = _row(sessions, outbox_id).message_id
+    upstream.script(data=[DROP])  # the connection dies before the server's answer to DATA
+    assert deliver(outbox_id, deps) == "retrying"
+    row = _row(sessions, outbox_id)
+    assert row.last_error and row.next_attempt_at is not None
+    assert row.next_attempt_at - utcnow() <= timedelta(seconds=60)  # first retry within 60 s
+    assert deliver(outbox_id, deps) is None  # not due yet
+    with sessions() as s, s.begin():
+        s.execute(sa.update(Outbox).where(Outbox.id == outbox_id).values(next_attempt_at=utcnow()))
+    assert deliver(outbox_id, deps) == "sent"
+    assert len(_mine(upstream, message_id)) == 1
+
+
+def test_temporary_refusals_stop_after_the_retry_window(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    outbox_id, deps = _queue(sessions, upstream)
+    upstream.script(data=["451 4.3.0 Try later"])
+    deps.clock = lambda: utcnow() + timedelta(hours=25)  # past INBOXLOG_OUTBOUND_RETRY_HOURS
+    assert deliver(outbox_id, deps) == "failed"
+    assert _row(sessions, outbox_id).last_error == "451 4.3.0 Try later"
+
+
+def test_two_workers_never_deliver_the_same_entry_at_once(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    outbox_id, deps = _queue(sessions, upstream)
+    message_id = _row(sessions, outbox_id).message_id
+    results: list[str | None] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(deliver(outbox_id, deps))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(map(str, results)) == ["None", "None", "None", "sent"]
+    assert len(_mine(upstream, message_id)) == 1

@@ -1,0 +1,43 @@
+"""Outbox entries that need a delivery attempt and may have no task on the broker: due retries,
+entries queued while the broker was down, and ``sending`` whose worker vanished (its claim
+lapsed). The sweeper enqueues them; a claim makes a duplicate task harmless."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.base import utcnow
+from shared.db.models import Outbox
+from shared.queueing import TaskSender
+
+LIMIT = 500
+
+
+def due_outbox(
+    sessions: sessionmaker[Session], *, queued_older_than: float, limit: int = LIMIT
+) -> list[int]:
+    now = utcnow()
+    queued_before = now - timedelta(seconds=queued_older_than)
+    with sessions() as session:
+        return list(
+            session.scalars(
+                sa.select(Outbox.id)
+                .where(
+                    sa.or_(
+                        sa.and_(Outbox.status == "queued", Outbox.created_at < queued_before),
+                        sa.and_(Outbox.status == "retrying", Outbox.next_attempt_at <= now),
+                        sa.and_(Outbox.status == "sending", Outbox.claimed_until < now),
+                    )
+                )
+                .order_by(Outbox.id)
+                .limit(limit)
+            )
+        )
+
+
+def sweep_outbox(sessions: sessionmaker[Session], sender: TaskSender, older_than: float) -> int:
+    ids = due_outbox(sessions, queued_older_than=older_than)
+    return sender.deliver(ids) if ids else 0
