@@ -116,7 +116,8 @@ def wait_for_decisions(
                 s.scalars(
                     sa.select(Decision)
                     .where(Decision.account_id == account_id)
-                    .order_by(Decision.id)
+                    # In the order the samples were sent (stored), not the order processed.
+                    .order_by(Decision.stored_message_id)
                 )
             )
         if len(found) >= n:

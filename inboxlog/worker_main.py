@@ -23,6 +23,7 @@ def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
         rt.settings.sweep_after_seconds,
         retention_days=rt.settings.raw_retention_days,
         active_ids=active_ids,
+        sent_check_seconds=rt.settings.outbound_sent_check_seconds,
     )
 
     # Started once the pool has forked, so no child inherits the sweeper's thread or connections.

@@ -36,5 +36,13 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party loggers that could echo payloads stay quiet.
-    for noisy in ("mail.log", "imapclient", "imapclient.imaplib", "uvicorn.access"):
+    # httpx logs every request URL at INFO: tracking tokens and OAuth endpoints stay out of logs.
+    for noisy in (
+        "mail.log",
+        "imapclient",
+        "imapclient.imaplib",
+        "uvicorn.access",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

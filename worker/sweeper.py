@@ -54,6 +54,7 @@ class Sweeper(threading.Thread):
         interval: float | None = None,
         retention_days: float | None = None,
         active_ids: Callable[[], list[int]] | None = None,
+        sent_check_seconds: float | None = None,
     ) -> None:
         super().__init__(name="inboxlog-sweeper", daemon=True)
         self.sessions, self.sender, self.older_than = sessions, sender, older_than
@@ -61,6 +62,7 @@ class Sweeper(threading.Thread):
         self.renew_every = max(0.2, older_than / 3)
         self.retention_days = retention_days
         self.active_ids = active_ids
+        self.sent_check_seconds = sent_check_seconds
         self.stopped = threading.Event()
         # Retention looks about ten times per retention period, at most every 10 minutes.
         self.retention_every = (
@@ -84,7 +86,9 @@ class Sweeper(threading.Thread):
                 self._step("sweep", lambda: sweep_once(self.sessions, self.sender, self.older_than))
                 self._step(
                     "outbox sweep",
-                    lambda: sweep_outbox(self.sessions, self.sender, self.older_than),
+                    lambda: sweep_outbox(
+                        self.sessions, self.sender, self.older_than, self.sent_check_seconds
+                    ),
                 )
             if self.retention_days is not None and now >= due["retention"]:
                 due["retention"] = now + self.retention_every

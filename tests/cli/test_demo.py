@@ -23,6 +23,9 @@ def test_demo_shows_the_whole_path(tmp_path: Path) -> None:
     text = out.stdout
     assert "sent 5 messages over SMTP" in text
     for expected in (
+        # Each label with its own message, however the worker ordered the processing.
+        "English BCC\n    subject : Quote for 40 units of the R2 arm",
+        "Auto-reply to the Sales inbox\n    subject : Automatic reply: Order 1042",
         "ken.tanaka@acme-robotics.example: created_and_logged — new_contact",
         "subject : お見積りの件（R2アーム）",
         "jane.doe@northwind-trading.example: created_and_logged — new_contact",
@@ -36,4 +39,5 @@ def test_demo_shows_the_whole_path(tmp_path: Path) -> None:
     ):
         assert expected in text, expected
     assert "INBOXLOG_ADMIN_TOKEN" not in text and "ilg_" not in text
+    assert "/t/o/" not in out.stdout + out.stderr and "/t/c/" not in out.stdout + out.stderr
     assert (tmp_path / "inboxlog.db").exists()

@@ -366,6 +366,7 @@ def test_a_team_reply_threads_into_its_conversation_as_the_inbox(env: Env) -> No
     question = (
         b"From: Kim <kim@customer.example>\r\nTo: support@ours.example\r\n"
         b"Subject: RE: Re: Broken widget\r\nMessage-ID: <q1@customer.example>\r\n"
+        b"Date: Tue, 01 Dec 2026 09:00:00 +0000\r\n"
         b"References: <q0@customer.example>\r\n\r\nIt is broken.\r\n"
     )
     env.stack.send(question, [inbox["forward_address"]], "kim@customer.example")

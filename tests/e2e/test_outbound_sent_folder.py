@@ -165,7 +165,7 @@ def test_auto_appends_when_the_provider_did_not_file_it_and_the_imap_copy_is_a_d
     assert sid is not None
 
 
-def test_auto_leaves_a_copy_the_provider_filed_and_never_appends_nothing(env: Env) -> None:
+def test_auto_leaves_a_copy_the_provider_filed_and_never_touches_nothing(env: Env) -> None:
     address, token, _ = env.mailbox_user("auto")
     answer = env.send(token, address)
     (delivery,) = [d for d in env.upstream.deliveries if d.mail_from == address]
@@ -175,5 +175,6 @@ def test_auto_leaves_a_copy_the_provider_filed_and_never_appends_nothing(env: En
 
     other, other_token, _ = env.mailbox_user("never")
     quiet = env.send(other_token, other)
-    assert env.file(quiet["outbox_id"]) is None
+    assert env.file(quiet["outbox_id"]) == "skipped"
+    assert env.file(quiet["outbox_id"]) is None  # recorded: the sweeper will not ask again
     assert _sent_folder(env, other) == {}

@@ -152,3 +152,42 @@ def test_two_workers_never_deliver_the_same_entry_at_once(
         t.join(30)
     assert sorted(map(str, results)) == ["None", "None", "None", "sent"]
     assert len(_mine(upstream, message_id)) == 1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.delivered: list[int] = []
+        self.filed: list[int] = []
+
+    def deliver(self, ids: list[int], countdown: float | None = None) -> int:
+        self.delivered.extend(ids)
+        return len(ids)
+
+    def file_sent(self, outbox_id: int, countdown: float) -> None:
+        self.filed.append(outbox_id)
+
+
+def test_the_sweeper_finds_due_retries_and_sent_folder_checks_whose_task_was_lost(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    from worker.outbound.sweep import sweep_outbox
+
+    retry_id, deps = _queue(sessions, upstream)
+    upstream.script(data=["451 4.3.0 Try later"])
+    assert deliver(retry_id, deps) == "retrying"
+    sent_id, deps2 = _queue(sessions, upstream)
+    assert deliver(sent_id, deps2) == "sent"
+    sender = _Recorder()
+    sweep_outbox(sessions, sender, older_than=60, sent_check_seconds=120)  # type: ignore[arg-type]
+    assert retry_id not in sender.delivered and sent_id not in sender.filed  # not due yet
+    long_ago = utcnow() - timedelta(hours=2)
+    with sessions() as s, s.begin():
+        s.execute(sa.update(Outbox).where(Outbox.id == retry_id).values(next_attempt_at=utcnow()))
+        s.execute(sa.update(Outbox).where(Outbox.id == sent_id).values(sent_at=long_ago))
+    sweep_outbox(sessions, sender, older_than=60, sent_check_seconds=120)  # type: ignore[arg-type]
+    assert retry_id in sender.delivered and sent_id in sender.filed
+    with sessions() as s, s.begin():
+        s.execute(sa.update(Outbox).where(Outbox.id == sent_id).values(sent_folder="skipped"))
+    sender.filed.clear()
+    sweep_outbox(sessions, sender, older_than=60, sent_check_seconds=120)  # type: ignore[arg-type]
+    assert sent_id not in sender.filed

@@ -23,20 +23,21 @@ log = logging.getLogger("inboxlog.outbound")
 
 
 def file_sent(outbox_id: int, deps: DeliveryDeps, imap: PollerConfig) -> str | None:
-    """``found``, ``appended``, ``failed`` (recorded on the outbox), or None: nothing to do."""
+    """``found``, ``appended``, ``failed`` or ``skipped`` (no mailbox to file in, or
+    ``never``), recorded on the outbox; None: not sent, or already done."""
     with deps.sessions() as session:
         row = session.get(Outbox, outbox_id)
         if row is None or row.status != "sent" or row.sent_folder is not None:
             return None
         conn = session.get(Connection, row.connection_id) if row.connection_id else None
         if conn is None or conn.imap_host is None or conn.save_sent == "never":
-            return None
+            return _record(deps, outbox_id, "skipped")
         mode, message_id, raw = conn.save_sent, row.message_id, row.raw
     outcome = "failed"
     try:
         snap = read_snapshot(deps.sessions, deps.box, conn.id)
         if snap is None:
-            return None
+            return _record(deps, outbox_id, "skipped")
         settings, _ = signin_settings(conn.id, snap, imap.tokens)
         client = open_session(
             settings,
@@ -63,6 +64,10 @@ def file_sent(outbox_id: int, deps: DeliveryDeps, imap: PollerConfig) -> str | N
                 client.logout()
     except Exception as exc:  # our words only (§6)
         log.warning("outbox=%s: filing in Sent failed: %s", outbox_id, describe(exc))
+    return _record(deps, outbox_id, outcome)
+
+
+def _record(deps: DeliveryDeps, outbox_id: int, outcome: str) -> str:
     with deps.sessions() as session, session.begin():
         session.execute(sa.update(Outbox).where(Outbox.id == outbox_id).values(sent_folder=outcome))
     return outcome

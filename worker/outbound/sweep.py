@@ -4,7 +4,7 @@ lapsed). The sweeper enqueues them; a claim makes a duplicate task harmless."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +38,36 @@ def due_outbox(
         )
 
 
-def sweep_outbox(sessions: sessionmaker[Session], sender: TaskSender, older_than: float) -> int:
+def unfiled(
+    sessions: sessionmaker[Session], *, sent_before: datetime, limit: int = LIMIT
+) -> list[int]:
+    """Sent entries whose Sent-folder check never ran (its delayed task was lost)."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                sa.select(Outbox.id)
+                .where(
+                    Outbox.status == "sent",
+                    Outbox.sent_folder.is_(None),
+                    Outbox.sent_at < sent_before,
+                )
+                .order_by(Outbox.id)
+                .limit(limit)
+            )
+        )
+
+
+def sweep_outbox(
+    sessions: sessionmaker[Session],
+    sender: TaskSender,
+    older_than: float,
+    sent_check_seconds: float | None = None,
+) -> int:
     ids = due_outbox(sessions, queued_older_than=older_than)
-    return sender.deliver(ids) if ids else 0
+    sent = sender.deliver(ids) if ids else 0
+    if sent_check_seconds is not None:
+        # Well after its own schedule: the check's task was lost with the broker's contents.
+        late = utcnow() - timedelta(seconds=sent_check_seconds + 10 * max(older_than, 60))
+        for outbox_id in unfiled(sessions, sent_before=late):
+            sender.file_sent(outbox_id, countdown=0)
+    return sent
