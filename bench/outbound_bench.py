@@ -77,8 +77,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{stack.env['INBOXLOG_HTTP_PORT']}"
         stack.env["INBOXLOG_PUBLIC_URL"] = base
         try:
-            stack.start("api", "api")
-            wait_for(lambda: _up(base), 120, lambda: stack.log("api"))
+            stack.start_api()
             stack.start_worker(concurrency=2)
             sent_rate = _sends(stack, base, upstream, args.messages)
             fig.rows.append(
@@ -119,21 +118,8 @@ def _pixels(data: bytes) -> list[str]:
     return re.findall(r'src="([^"]*/t/o/[^"]+)"', part.get_content()) if part else []
 
 
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _sends(stack, base: str, upstream: UpstreamSmtp, n: int) -> float:  # type: ignore[no-untyped-def]
-    op = {"Authorization": "Bearer stack-operator-token"}
-    admin = httpx.post(
-        base + "/v1/accounts",
-        headers=op,
-        timeout=30,
-        json={"name": "Bench", "admin_email": "admin@ours.example"},
-    ).json()["token"]
+    admin = stack.new_account("Bench")
     auth = {"Authorization": f"Bearer {admin}"}
     httpx.patch(
         base + "/v1/account/settings",

@@ -172,28 +172,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             )
         )
         try:
-            stack.start("api", "api")
-            wait_for(lambda: _healthy(base), STARTUP, lambda: stack.log("api"))
+            stack.start_api(STARTUP)
             stack.start_worker()
             stack.start("poller", "poller")
-            created = httpx.post(
-                base + "/v1/accounts",
-                headers={"Authorization": "Bearer stack-operator-token"},
-                json={"name": "Acme", "admin_email": "admin@ours.example"},
-                timeout=30,
-            ).json()
-            yield Env(stack, server, dovecot, base, created["token"])
+            yield Env(stack, server, dovecot, base, stack.new_account())
         finally:
             stack.close()
             stack.sessions.kw["bind"].dispose()
             cleanup()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(base + "/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_the_configured_providers_are_listed(env: Env) -> None:

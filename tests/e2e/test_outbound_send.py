@@ -89,17 +89,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             base = f"http://127.0.0.1:{stack.env['INBOXLOG_HTTP_PORT']}"
             stack.env["INBOXLOG_PUBLIC_URL"] = base
             try:
-                stack.start("api", "api")
-                wait_for(lambda: _healthy(base), STARTUP, lambda: stack.log("api"))
+                stack.start_api(STARTUP)
                 stack.start_worker()
                 stack.start_gateway()
-                created = httpx.post(
-                    base + "/v1/accounts",
-                    headers={"Authorization": "Bearer stack-operator-token"},
-                    json={"name": "Acme", "admin_email": "admin@ours.example"},
-                    timeout=30,
-                ).json()
-                admin = created["token"]
+                admin = stack.new_account()
                 httpx.patch(
                     base + "/v1/account/settings",
                     headers={"Authorization": f"Bearer {admin}"},
@@ -111,13 +104,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 stack.close()
                 stack.sessions.kw["bind"].dispose()
         assert upstream.errors == []
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(base + "/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _parse(data: bytes) -> email.message.EmailMessage:

@@ -109,28 +109,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         )
         base = f"http://127.0.0.1:{stack.env['INBOXLOG_HTTP_PORT']}"
         try:
-            stack.start("api", "api")
-            wait_for(lambda: _healthy(base), STARTUP, lambda: stack.log("api"))
+            stack.start_api(STARTUP)
             stack.start_worker()
             stack.start("poller", "poller")
-            created = httpx.post(
-                base + "/v1/accounts",
-                headers={"Authorization": "Bearer stack-operator-token"},
-                json={"name": "Acme", "admin_email": "admin@ours.example"},
-                timeout=30,
-            ).json()
-            yield Env(stack, upstream, dovecot, base, created["token"])
+            yield Env(stack, upstream, dovecot, base, stack.new_account())
         finally:
             stack.close()
             stack.sessions.kw["bind"].dispose()
             cleanup()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(base + "/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _sent_folder(env: Env, user: str) -> dict[int, frozenset[str]]:

@@ -46,6 +46,29 @@ class Stack:
         self.start("gateway", "gateway")
         wait_for(lambda: _port_open(self.smtp_port), 30, lambda: self.log("gateway"))
 
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.env['INBOXLOG_HTTP_PORT']}"
+
+    def start_api(self, timeout: float = 120.0) -> str:
+        """The HTTP API process, once /healthz answers; returns its base URL."""
+        self.start("api", "api")
+        wait_for(lambda: _healthy(self.api_base), timeout, lambda: self.log("api"))
+        return self.api_base
+
+    def new_account(self, name: str = "Acme", admin_email: str = "admin@ours.example") -> str:
+        """An account created through the API with the operator token; its admin's token."""
+        import httpx
+
+        resp = httpx.post(
+            self.api_base + "/v1/accounts",
+            headers={"Authorization": f"Bearer {self.env['INBOXLOG_ADMIN_TOKEN']}"},
+            json={"name": name, "admin_email": admin_email},
+            timeout=30,
+        )
+        resp.raise_for_status()
+        return str(resp.json()["token"])
+
     def start_worker(
         self, concurrency: int = 2, faults: list[dict[str, Any]] | None = None
     ) -> None:
@@ -99,6 +122,15 @@ class Stack:
 
     def dialogue(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+
+def _healthy(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(base + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _port_open(port: int) -> bool:
