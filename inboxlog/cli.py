@@ -62,6 +62,9 @@ def api(host: str | None, port: int | None) -> None:
         port=port if port is not None else rt.settings.http_port,
         log_level=rt.settings.log_level.lower(),
         access_log=False,
+        # X-Forwarded-For is believed only from INBOXLOG_TRUSTED_PROXIES (gateway/api/clients):
+        # uvicorn's own handling would trust any loopback peer.
+        proxy_headers=False,
     )
 
 

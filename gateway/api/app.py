@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from gateway.api import errors
 from gateway.api.context import ApiContext
@@ -23,6 +27,7 @@ from gateway.api.routes import (
     tracking,
     users,
 )
+from gateway.api.tracking_lane import TrackingLane
 
 ROUTERS = (
     health,
@@ -42,7 +47,13 @@ ROUTERS = (
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(ctx.close)  # e.g. writes the tracking events still queued
+
     app = FastAPI(
+        lifespan=lifespan,
         title="inboxlog",
         version="0.1.0",
         description="Email ingestion for a CRM: intake addresses, connected inboxes, "
@@ -56,6 +67,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         default_limit=DEFAULT_BODY_LIMIT,
         raw_limit=raw_body_limit(ctx.settings.max_message_bytes),
     )
+    # Outermost of ours: the tracking endpoints skip the body limit and the router entirely.
+    app.add_middleware(TrackingLane, ctx=ctx)
     for module in ROUTERS:
         app.include_router(module.router)
     for extra in ctx.extras.get("routers", ()):

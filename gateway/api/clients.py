@@ -9,20 +9,17 @@ import threading
 import time
 from collections import OrderedDict
 
-from fastapi import Request
-
 from shared.networks import Networks
 
 XFF_SCAN = 2048  # characters of X-Forwarded-For looked at
 
 
-def client_ip(request: Request, trusted: Networks) -> str | None:
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Networks) -> str | None:
     """The peer, or — behind trusted proxies — the last address in X-Forwarded-For that is
     not one of them (the client as the outermost trusted proxy saw it)."""
-    peer = request.client.host if request.client else None
     if peer is None or not _in(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "")[:XFF_SCAN].split(",")]
+    hops = [h.strip() for h in (forwarded_for or "")[:XFF_SCAN].split(",")]
     for hop in reversed([h for h in hops if h]):
         try:
             ipaddress.ip_address(hop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,3 +19,9 @@ class ApiContext:
     box: SecretBox
     # Optional collaborators wired in by the CLI (broker probe for /readyz, task sender, ...).
     extras: dict[str, Any] = field(default_factory=dict)
+    # Called when the app stops (after the last request), in reverse order.
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()

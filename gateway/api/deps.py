@@ -27,7 +27,7 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:  # async: no thread hop to read a field
     ctx: ApiContext = request.app.state.ctx  # set by create_app (Starlette's state is untyped)
     return ctx
 

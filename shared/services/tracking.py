@@ -1,17 +1,20 @@
-"""Opens and clicks of tracked mail (§9): recording a hit on an opaque token, telling machines
-from people, and what the API shows (events, the email's tracking summary).
+"""Opens and clicks of tracked mail (§9): resolving an opaque token, recording hits in
+batches, telling machines from people, and what the API shows (events, the email's tracking
+summary).
 
-A hit costs one primary-key lookup of its token, one of its copy, and one insert; a click also
-reads its copy's links and the last seconds of its clicks (both indexed, bounded) to spot a
-scanner clicking every link at once. Events of a recipient who opted out are not recorded.
+:func:`resolve` is one indexed read (the token with its copy and outbox). :func:`record_hits`
+writes a batch in one transaction: one read of the batch's opted-out recipients, one insert of
+its opens, and per click a read of its copy's links and last seconds of clicks (both indexed,
+bounded) to spot a scanner clicking every link at once. Events of a recipient who opted out
+are not recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -27,81 +30,128 @@ from shared.outbound.machine_events import (
 from shared.timefmt import iso
 
 MAX_EARLIER_CLICKS = 200  # what a burst check reads of a copy's recent clicks
+MAX_TOKEN = 64
 
 
 @dataclass(frozen=True)
-class Recorded:
+class Link:
+    """What a token stands for. Everything but ``accepted_at`` is fixed when the mail is
+    sent; ``accepted_at`` is set once, when the upstream server accepts the copy."""
+
+    token: str
+    kind: Literal["open", "click"]
     url: str | None  # a click's destination
+    outbox_id: int
+    copy_id: int
+    account_id: int
+    recipient: str
+    accepted_at: datetime | None
 
 
-def record_hit(
-    *,
-    session: Session,
-    token: str,
-    kind: str,
-    method: str,
-    headers: Mapping[str, str],
-    client_ip: str | None,
-    now: datetime,
-) -> Recorded | None:
-    """None: no such token (or not of this kind) — the caller answers 404, never a redirect."""
-    if not token or len(token) > 64:
+@dataclass(frozen=True)
+class PendingHit:
+    link: Link
+    method: str
+    headers: Mapping[str, str]  # lower-case names
+    client_ip: str | None
+    at: datetime  # aware UTC
+
+
+def resolve(conn: sa.Connection, token: str) -> Link | None:
+    """The link of ``token``; None for an unknown one (the caller answers 404)."""
+    if not token or len(token) > MAX_TOKEN:
         return None
-    link = session.get(TrackingLink, token)
-    if link is None or link.kind != kind:
+    row = conn.execute(
+        sa.select(
+            TrackingLink.kind,
+            TrackingLink.url,
+            TrackingLink.outbox_id,
+            TrackingLink.copy_id,
+            Outbox.account_id,
+            TrackingLink.recipient,
+            OutboxCopy.accepted_at,
+        )
+        .join(OutboxCopy, OutboxCopy.id == TrackingLink.copy_id)
+        .join(Outbox, Outbox.id == TrackingLink.outbox_id)
+        .where(TrackingLink.token == token)
+    ).first()
+    if row is None:
         return None
-    copy = session.get(OutboxCopy, link.copy_id)
-    outbox = session.get(Outbox, link.outbox_id)
-    if copy is None or outbox is None:
+    kind, url, outbox_id, copy_id, account_id, recipient, accepted_at = row
+    if kind == "open":
+        return Link(token, "open", url, outbox_id, copy_id, account_id, recipient, accepted_at)
+    if kind != "click":
         return None
-    if _opted_out(session, outbox.account_id, link.recipient):
-        return Recorded(link.url)
-    hit = Hit(
-        kind="open" if kind == "open" else "click",
-        method=method,
-        headers=headers,
-        client_ip=client_ip,
-        at=now,
-        accepted_at=copy.accepted_at,
-        url=link.url,
-    )
-    clicks = _copy_clicks(session, copy.id, now) if kind == "click" else None
-    reason = machine_reason(hit, clicks)
-    if clicks is not None:
+    return Link(token, "click", url, outbox_id, copy_id, account_id, recipient, accepted_at)
+
+
+def record_hits(*, session: Session, hits: Sequence[PendingHit]) -> int:
+    """Record ``hits`` in the caller's transaction, in order; answers how many were recorded
+    (the rest were of recipients who opted out)."""
+    opted_out = _opted_out(session, {(h.link.account_id, h.link.recipient) for h in hits})
+    opens: list[dict[str, Any]] = []
+    recorded = 0
+    for pending in hits:
+        link = pending.link
+        if (link.account_id, link.recipient) in opted_out:
+            continue
+        hit = Hit(
+            kind=link.kind,
+            method=pending.method,
+            headers=pending.headers,
+            client_ip=pending.client_ip,
+            at=pending.at,
+            accepted_at=link.accepted_at,
+            url=link.url,
+        )
+        recorded += 1
+        if link.kind == "open":
+            opens.append(_event_row(pending, machine_reason(hit)))
+            continue
+        # Clicks one at a time: each sees the clicks before it, in this batch too.
+        clicks = _copy_clicks(session, link.copy_id, pending.at)
         burst = scanner_burst(hit, clicks)
         if burst:  # the earlier clicks of a completed burst were the scanner's too
             session.execute(
                 sa.update(TrackingEvent)
                 .where(
-                    TrackingEvent.copy_id == copy.id,
+                    TrackingEvent.copy_id == link.copy_id,
                     TrackingEvent.type == "click",
                     TrackingEvent.at >= min(at for _, at in burst),
                 )
                 .values(machine=True, reason="scanner")
             )
-    session.add(
-        TrackingEvent(
-            outbox_id=outbox.id,
-            copy_id=copy.id,
-            recipient=link.recipient,
-            type=kind,
-            url=link.url,
-            at=now,
-            machine=reason is not None,
-            reason=reason,
-        )
-    )
-    return Recorded(link.url)
+        reason = machine_reason(hit, clicks)
+        session.execute(sa.insert(TrackingEvent), [_event_row(pending, reason)])
+    if opens:
+        session.execute(sa.insert(TrackingEvent), opens)
+    return recorded
 
 
-def _opted_out(session: Session, account_id: int, address: str) -> bool:
-    return bool(
-        session.scalar(
-            sa.select(Contact.tracking_opt_out).where(
-                Contact.account_id == account_id, Contact.email == address
-            )
+def _event_row(pending: PendingHit, reason: str | None) -> dict[str, Any]:
+    link = pending.link
+    return {
+        "outbox_id": link.outbox_id,
+        "copy_id": link.copy_id,
+        "recipient": link.recipient,
+        "type": link.kind,
+        "url": link.url,
+        "at": pending.at,
+        "machine": reason is not None,
+        "reason": reason,
+    }
+
+
+def _opted_out(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    if not pairs:
+        return set()
+    rows = session.execute(
+        sa.select(Contact.account_id, Contact.email).where(
+            Contact.tracking_opt_out.is_(True),
+            sa.tuple_(Contact.account_id, Contact.email).in_(sorted(pairs)),
         )
     )
+    return {(account_id, email) for account_id, email in rows}
 
 
 def _copy_clicks(session: Session, copy_id: int, now: datetime) -> CopyClicks:

@@ -232,6 +232,7 @@ CHROME = (
 GMAIL_PROXY = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 )
+APPLE_MAIL = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 
 
 def _tracked_send(env: Env, token: str, sender: str, to: str, **extra: Any) -> tuple[int, str]:
@@ -281,6 +282,10 @@ def test_opens_and_clicks_are_recorded_per_recipient_and_machines_told_apart(env
     assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
     assert "no-store" in opened.headers["cache-control"]
     assert httpx.get(pixel.group(1), headers={"User-Agent": GMAIL_PROXY}).status_code == 200
+    # Apple Mail's bare WebKit agent from Apple's network is its privacy proxy — but this
+    # X-Forwarded-For comes from a peer that is no trusted proxy, so it names nobody.
+    spoofed = {"User-Agent": APPLE_MAIL, "X-Forwarded-For": "17.58.0.1"}
+    assert httpx.get(pixel.group(1), headers=spoofed).status_code == 200
     assert httpx.head(pixel.group(1)).status_code == 200
     human = httpx.get(clicks[1], headers={"User-Agent": CHROME}, follow_redirects=False)
     assert human.headers["location"] == "https://shop.example/b"
@@ -297,16 +302,17 @@ def test_opens_and_clicks_are_recorded_per_recipient_and_machines_told_apart(env
         ("click", True, "scanner"),
         ("open", False, None),
         ("open", True, "gmail_image_proxy"),
+        ("open", False, None),
         ("open", True, "head_request"),
         ("click", False, None),
     ]
     assert all(e["recipient"] == "erin@customer.example" for e in events)
     tracking = env.call("GET", f"/v1/emails/{email_id}", token, 200)["tracking"]
-    assert tracking["opens"] == 3 and tracking["human_opens"] == 1
+    assert tracking["opens"] == 4 and tracking["human_opens"] == 2
     assert tracking["clicks"] == 2 and tracking["human_clicks"] == 1
     assert tracking["first_open_at"] is not None
     assert tracking["by_recipient"] == [
-        {"address": "erin@customer.example", "opens": 1, "clicks": 1}
+        {"address": "erin@customer.example", "opens": 2, "clicks": 1}
     ]
 
 

@@ -3,28 +3,21 @@ per-client rate limit with a bounded memory (§9)."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-
 from gateway.api.clients import RateLimiter, client_ip
 from shared.networks import Networks
 
 
-def _request(peer: str, xff: str | None = None) -> Request:
-    headers = [(b"x-forwarded-for", xff.encode())] if xff is not None else []
-    return Request({"type": "http", "client": (peer, 5000), "headers": headers})
-
-
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
     proxies = Networks.parse("10.0.0.0/8")
-    assert client_ip(_request("198.51.100.7", "203.0.113.9"), proxies) == "198.51.100.7"
-    assert client_ip(_request("10.0.0.2", "203.0.113.9"), proxies) == "203.0.113.9"
+    assert client_ip("198.51.100.7", "203.0.113.9", proxies) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "203.0.113.9", proxies) == "203.0.113.9"
     # The client may prepend anything: the last address not ours is the one our proxy saw.
-    assert client_ip(_request("10.0.0.2", "1.2.3.4, 203.0.113.9, 10.0.0.5"), proxies) == (
+    assert client_ip("10.0.0.2", "1.2.3.4, 203.0.113.9, 10.0.0.5", proxies) == (
         "203.0.113.9"
     )
-    assert client_ip(_request("10.0.0.2", "not-an-ip"), proxies) == "10.0.0.2"
-    assert client_ip(_request("10.0.0.2", "1.2.3.4," * 10_000), proxies) == "1.2.3.4"
-    assert client_ip(_request("10.0.0.2"), Networks()) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "not-an-ip", proxies) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "1.2.3.4," * 10_000, proxies) == "1.2.3.4"
+    assert client_ip("10.0.0.2", None, Networks()) == "10.0.0.2"
 
 
 def test_the_rate_limit_allows_a_burst_then_the_rate_per_client() -> None:

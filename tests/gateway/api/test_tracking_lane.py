@@ -1,0 +1,267 @@
+"""The tracking lane (§9) on both databases: hits written in batches and answered after their
+commit, one bad hit losing only itself, a bound on what waits, the lane's answers when the
+database refuses, and the per-client rate limit in front of it all."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.api.clients import RateLimiter
+from gateway.api.context import ApiContext
+from gateway.api.tracking_lane import TrackingLane
+from gateway.api.tracking_writer import EventWriter, Overloaded
+from shared.crypto import SecretBox
+from shared.db.base import utcnow
+from shared.db.engine import make_engine, make_session_factory, single_read
+from shared.db.models import OutboxCopy, TrackingEvent, TrackingLink, User
+from shared.principal import Principal
+from shared.services import outbound
+from shared.services import tracking as svc
+from tests.conftest import make_settings
+from tests.support.world import new_world
+
+_n = iter(range(1, 10_000))
+HTML = "<p><a href='https://shop.example/a'>a</a> <a href='https://shop.example/b?x=1'>b</a></p>"
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _tracked(sessions: sessionmaker[Session], accepted: bool = True) -> dict[str, list[str]]:
+    """A tracked message to one customer, as if delivered: its tokens by kind."""
+    n = next(_n)
+    box = SecretBox(Fernet.generate_key().decode())
+    world = new_world(sessions, admin_email=f"admin{n}@ours{n}.example")
+    address = f"rep{n}@ours{n}.example"
+    uid = world.user(address)
+    with sessions() as s:
+        role = s.get(User, uid).role  # type: ignore[union-attr]
+    me = Principal(kind="user", account_id=world.account_id, user_id=uid, role=role)
+    world.connect(
+        address, kind="personal", principal=me, box=box,
+        smtp={"host": "localhost", "port": 2525, "security": "none"},
+    )  # fmt: skip
+    with sessions() as s, s.begin():
+        row = outbound.send_email(
+            session=s, principal=me, logging_domain="log.localhost",
+            tracking_url=lambda k, t: f"http://127.0.0.1/t/{k}/{t}", max_bytes=10**6,
+            sender=address, to=[f"kim{n}@customer.example"], subject="Hi", text="hello",
+            html=HTML, track=True,
+        )  # fmt: skip
+        if accepted:
+            s.execute(
+                sa.update(OutboxCopy)
+                .where(OutboxCopy.outbox_id == row.id)
+                .values(status="accepted", accepted_at=utcnow())
+            )
+        links = s.execute(
+            sa.select(TrackingLink.kind, TrackingLink.token).where(TrackingLink.outbox_id == row.id)
+        ).all()
+    found: dict[str, list[str]] = {"open": [], "click": []}
+    for kind, token in links:
+        found[kind].append(token)
+    return found
+
+
+def _pending(sessions: sessionmaker[Session], token: str) -> svc.PendingHit:
+    with single_read(sessions) as conn:
+        link = svc.resolve(conn, token)
+    assert link is not None
+    return svc.PendingHit(
+        link, "GET", {"user-agent": "Mozilla/5.0 (X11) Firefox/130.0"}, None, utcnow()
+    )
+
+
+def _events(sessions: sessionmaker[Session], token: str) -> int:
+    with sessions() as s:
+        link = s.get(TrackingLink, token)
+        assert link is not None
+        return int(
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(TrackingEvent)
+                .where(TrackingEvent.copy_id == link.copy_id, TrackingEvent.type == link.kind)
+            )
+            or 0
+        )
+
+
+class Gate:
+    """A record function that holds its first batch until released (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(self, *, session: Session, hits: Any) -> int:
+        self.sizes.append(len(hits))
+        self.entered.set()
+        assert self.release.wait(30)
+        return svc.record_hits(session=session, hits=hits)
+
+
+def test_hits_wait_for_their_commit_and_share_it(sessions: sessionmaker[Session]) -> None:
+    open_token = _tracked(sessions)["open"][0]
+    gate = Gate()
+    writer = EventWriter(sessions, record=gate)
+
+    async def main() -> list[bool]:
+        first = asyncio.ensure_future(writer.record(_pending(sessions, open_token)))
+        await asyncio.to_thread(gate.entered.wait, 30)  # the writer holds batch 1
+        rest = [
+            asyncio.ensure_future(writer.record(_pending(sessions, open_token))) for _ in range(49)
+        ]
+        await asyncio.sleep(0)  # each has queued its hit and waits
+        assert not any(f.done() for f in [first, *rest])  # nobody answered before a commit
+        gate.release.set()
+        return await asyncio.gather(first, *rest)
+
+    assert asyncio.run(main()) == [True] * 50
+    writer.close()
+    assert gate.sizes == [1, 49]  # two transactions for fifty hits
+    assert _events(sessions, open_token) == 50
+
+
+def test_a_bad_hit_loses_only_itself(sessions: sessionmaker[Session]) -> None:
+    token = _tracked(sessions)["open"][0]
+    good = _pending(sessions, token)
+    gone = replace(good, link=replace(good.link, outbox_id=10**9))  # its outbox deleted since
+    gate = Gate()
+    gate.release.set()
+    writer = EventWriter(sessions, record=gate)
+
+    async def main() -> list[bool]:
+        return await asyncio.gather(*(writer.record(h) for h in (good, gone, good)))
+
+    assert asyncio.run(main()) == [True, False, True]
+    writer.close()
+    assert _events(sessions, token) == 2
+
+
+def test_what_waits_is_bounded(sessions: sessionmaker[Session]) -> None:
+    token = _tracked(sessions)["open"][0]
+    gate = Gate()
+    writer = EventWriter(sessions, record=gate, max_pending=2)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(writer.record(_pending(sessions, token)))
+        await asyncio.to_thread(gate.entered.wait, 30)
+        second = asyncio.ensure_future(writer.record(_pending(sessions, token)))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await writer.record(_pending(sessions, token))
+        gate.release.set()
+        assert await asyncio.gather(first, second) == [True, True]
+
+    asyncio.run(main())
+    writer.close()
+    assert _events(sessions, token) == 2
+
+
+async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _lane(
+    db_url: str, sessions: sessionmaker[Session], tmp_path: Any
+) -> tuple[TrackingLane, TestClient]:
+    settings = make_settings(db_url, tmp_path)
+    ctx = ApiContext(settings=settings, sessions=sessions, box=SecretBox(settings.secret_key))
+    lane = TrackingLane(_not_found, ctx=ctx)
+    return lane, TestClient(lane)
+
+
+def test_the_lane_answers(db_url: str, sessions: sessionmaker[Session], tmp_path: Any) -> None:
+    tokens = _tracked(sessions)
+    lane, client = _lane(db_url, sessions, tmp_path)
+    pixel = client.get(f"/t/o/{tokens['open'][0]}")
+    assert pixel.status_code == 200 and pixel.headers["content-type"] == "image/gif"
+    assert pixel.headers["cache-control"] == "no-store, private" and pixel.content[:6] == b"GIF89a"
+    assert client.head(f"/t/o/{tokens['open'][0]}").status_code == 200
+    hops = sorted(
+        client.get(f"/t/c/{t}", follow_redirects=False).headers["location"] for t in tokens["click"]
+    )
+    assert hops == ["https://shop.example/a", "https://shop.example/b?x=1"]
+    for path in (
+        f"/t/c/{tokens['open'][0]}",  # a pixel token is no link
+        f"/t/o/{tokens['open'][0]}x",
+        f"/t/o/{tokens['open'][0]}/x",
+        "/t/o/" + "A" * 65,
+        "/t/o/",
+    ):
+        answer = client.get(path, follow_redirects=False)
+        assert answer.status_code == 404 and "location" not in answer.headers, path
+    assert client.post(f"/t/o/{tokens['open'][0]}").status_code == 405
+    assert client.get("/t/x/abc").status_code == 404  # passed on to the app
+    assert _events(sessions, tokens["open"][0]) == 2
+    lane.state.writer.close()
+
+
+def test_when_the_database_refuses_a_pixel_says_so_and_a_click_still_goes(
+    db_url: str, sessions: sessionmaker[Session], tmp_path: Any
+) -> None:
+    tokens = _tracked(sessions)
+    lane, client = _lane(db_url, sessions, tmp_path)
+    click = f"/t/c/{tokens['click'][0]}"
+    assert client.get(f"/t/o/{tokens['open'][0]}").status_code == 200  # both links now known
+    assert client.get(click, follow_redirects=False).status_code == 302
+    with sessions() as s, s.begin():
+        s.execute(sa.text("ALTER TABLE tracking_events RENAME TO tracking_events_away"))
+    try:
+        refused = client.get(f"/t/o/{tokens['open'][0]}")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        still = client.get(click, follow_redirects=False)
+        assert still.status_code == 302 and still.headers["location"].startswith("https://shop.")
+    finally:
+        with sessions() as s, s.begin():
+            s.execute(sa.text("ALTER TABLE tracking_events_away RENAME TO tracking_events"))
+    assert client.get(f"/t/o/{tokens['open'][0]}").status_code == 200
+    assert _events(sessions, tokens["open"][0]) == 2
+    lane.state.writer.close()
+
+
+def test_a_client_over_its_rate_records_nothing(
+    db_url: str, sessions: sessionmaker[Session], tmp_path: Any
+) -> None:
+    token = _tracked(sessions)["open"][0]
+    lane, client = _lane(db_url, sessions, tmp_path)
+    lane.state.limiter = RateLimiter(rate=0.0, burst=2.0)
+    answers = [client.get(f"/t/o/{token}").status_code for _ in range(4)]
+    assert answers == [200, 200, 429, 429]
+    assert _events(sessions, token) == 2
+    lane.state.writer.close()
+
+
+def test_a_click_link_is_read_again_until_its_copy_is_accepted(
+    db_url: str, sessions: sessionmaker[Session], tmp_path: Any
+) -> None:
+    """A scanner is told by the time since acceptance: a link read before it is not kept."""
+    token = _tracked(sessions, accepted=False)["click"][0]
+    lane, client = _lane(db_url, sessions, tmp_path)
+    assert client.get(f"/t/c/{token}", follow_redirects=False).status_code == 302
+    assert lane.state.links.get(token) is None
+    with sessions() as s, s.begin():
+        link = s.get(TrackingLink, token)
+        assert link is not None
+        s.execute(
+            sa.update(OutboxCopy).where(OutboxCopy.id == link.copy_id).values(accepted_at=utcnow())
+        )
+    assert client.get(f"/t/c/{token}", follow_redirects=False).status_code == 302
+    cached = lane.state.links.get(token)
+    assert cached is not None and cached.accepted_at is not None
+    lane.state.writer.close()
