@@ -82,10 +82,8 @@ def new_message_id(sender: str) -> str:
     return f"{secrets.token_hex(16)}@{domain}"
 
 
-def build(
-    draft: Draft, message_id: str, date: datetime, *, html: str | None = None
-) -> EmailMessage:
-    """The message; ``html`` overrides the draft's HTML (a tracked copy's)."""
+def build(draft: Draft, message_id: str, date: datetime) -> EmailMessage:
+    """The message, with its Bcc header (the logged copy keeps it; no sent copy shows it)."""
     msg = EmailMessage(policy=SMTP)
     msg["From"] = _address(draft.sender, draft.sender_name)
     for name in ("to", "cc", "bcc"):
@@ -101,9 +99,8 @@ def build(
         msg["References"] = " ".join(f"<{r}>" for r in draft.references)
     msg["MIME-Version"] = "1.0"
     msg.set_content(draft.text or "")
-    body_html = html if html is not None else draft.html
-    if body_html is not None:
-        msg.add_alternative(body_html, subtype="html")
+    if draft.html is not None:
+        msg.add_alternative(draft.html, subtype="html")
     for a in draft.attachments:
         maintype, _, subtype = a.content_type.partition("/")
         msg.add_attachment(
@@ -111,15 +108,6 @@ def build(
             filename=a.filename,
         )  # fmt: skip
     return msg
-
-
-def without_bcc(msg: EmailMessage) -> bytes:
-    copy = EmailMessage(policy=SMTP)
-    for key, value in msg.items():
-        if key.lower() != "bcc":
-            copy[key] = value
-    copy.set_payload(msg.get_payload())
-    return copy.as_bytes()
 
 
 @dataclass(frozen=True)
@@ -132,22 +120,31 @@ class CopyPlan:
     links: dict[str, str] = field(default_factory=dict)
 
 
-def plan_copies(
+def render(
     draft: Draft,
     message_id: str,
     date: datetime,
     tracked: set[str],
     tracking_url: Callable[[str, str], str],
-) -> list[CopyPlan]:
-    """One untracked copy for everyone not in ``tracked``; one copy per tracked address with
-    its own pixel and links (HTML only). ``tracking_url(kind, token)`` makes the URLs."""
+) -> tuple[bytes, list[CopyPlan]]:
+    """The message as logged (with its Bcc header), and what is sent: one untracked copy for
+    everyone not in ``tracked``, and one copy per tracked address with its own pixel and
+    links (HTML only). ``tracking_url(kind, token)`` makes the URLs.
+
+    The message is built once; each copy is that message without Bcc, with only its HTML
+    part's content replaced — so every copy carries the same headers, byte for byte."""
+    msg = build(draft, message_id, date)
+    logged = msg.as_bytes()
+    del msg["Bcc"]
     everyone = list(dict.fromkeys(r.address for r in draft.recipients))
     plans: list[CopyPlan] = []
     plain = [a for a in everyone if a not in tracked or draft.html is None]
     if plain:
-        plans.append(CopyPlan(tuple(plain), False, without_bcc(build(draft, message_id, date))))
+        plans.append(CopyPlan(tuple(plain), False, msg.as_bytes()))
     if draft.html is None:
-        return plans
+        return logged, plans
+    html_part = msg.get_body(("html",))
+    assert html_part is not None  # build() added it
     for address in (a for a in everyone if a in tracked):
         pixel = new_token()
         links: dict[str, str] = {}
@@ -160,9 +157,9 @@ def plan_copies(
             return tracking_url("c", token)
 
         html = rewrite_html(draft.html, pixel_url=tracking_url("o", pixel), link_url=link)
-        raw = without_bcc(build(draft, message_id, date, html=html))
-        plans.append(CopyPlan((address,), True, raw, pixel, links))
-    return plans
+        html_part.set_content(html, subtype="html")
+        plans.append(CopyPlan((address,), True, msg.as_bytes(), pixel, links))
+    return logged, plans
 
 
 def new_token() -> str:

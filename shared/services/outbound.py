@@ -39,13 +39,12 @@ from shared.outbound.compose import (
     ComposeError,
     Draft,
     Recipient,
-    build,
     new_message_id,
     parse_recipients,
-    plan_copies,
+    render,
 )
 from shared.principal import Principal
-from shared.services.account_facts import load_account_facts
+from shared.services.account_facts import internal_among
 from shared.services.conversations import get_conversation
 from shared.timefmt import iso
 
@@ -227,8 +226,7 @@ def _store(
     )
     now = utcnow()
     message_id = new_message_id(conn.address)
-    logged = build(draft, message_id, now).as_bytes()
-    plans = plan_copies(draft, message_id, now, tracked, tracking_url)
+    logged, plans = render(draft, message_id, now, tracked, tracking_url)
     if len(logged) > max_bytes or any(len(p.raw) > max_bytes for p in plans):
         raise Invalid("the message is larger than INBOXLOG_MAX_MESSAGE_BYTES", code="too_large")
     outbox = Outbox(
@@ -251,13 +249,18 @@ def _store(
     )
     session.add(outbox)
     session.flush()
-    for plan in plans:
-        copy = OutboxCopy(
-            outbox_id=outbox.id, recipients=list(plan.recipients), tracked=plan.tracked,
+    copies = [
+        OutboxCopy(
+            outbox_id=outbox.id,
+            recipients=list(plan.recipients),
+            tracked=plan.tracked,
             raw=plan.raw,
-        )  # fmt: skip
-        session.add(copy)
-        session.flush()
+        )
+        for plan in plans
+    ]
+    session.add_all(copies)
+    session.flush()  # one INSERT for every copy: their ids, for the links
+    for plan, copy in zip(plans, copies, strict=True):
         if plan.pixel:
             recipient = plan.recipients[0]
             session.add(TrackingLink(token=plan.pixel, outbox_id=outbox.id, copy_id=copy.id,
@@ -273,7 +276,7 @@ def _trackable(
     session: Session, account: Account, user: User, addresses: list[str], logging_domain: str
 ) -> set[str]:
     """External recipients, not in never-log, not opted out (§9)."""
-    facts = load_account_facts(session, account, logging_domain)
+    internal = internal_among(session, account, addresses, logging_domain)
     never = set(account.settings.get("never_log") or []) | set(user.never_log or [])
     opted = set(
         session.scalars(
@@ -287,7 +290,7 @@ def _trackable(
     return {
         a
         for a in addresses
-        if not facts.is_internal(a) and not matches_address_or_domain(a, never) and a not in opted
+        if a not in internal and not matches_address_or_domain(a, never) and a not in opted
     }
 
 

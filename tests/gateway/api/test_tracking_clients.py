@@ -12,9 +12,7 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
     assert client_ip("198.51.100.7", "203.0.113.9", proxies) == "198.51.100.7"
     assert client_ip("10.0.0.2", "203.0.113.9", proxies) == "203.0.113.9"
     # The client may prepend anything: the last address not ours is the one our proxy saw.
-    assert client_ip("10.0.0.2", "1.2.3.4, 203.0.113.9, 10.0.0.5", proxies) == (
-        "203.0.113.9"
-    )
+    assert client_ip("10.0.0.2", "1.2.3.4, 203.0.113.9, 10.0.0.5", proxies) == ("203.0.113.9")
     assert client_ip("10.0.0.2", "not-an-ip", proxies) == "10.0.0.2"
     assert client_ip("10.0.0.2", "1.2.3.4," * 10_000, proxies) == "1.2.3.4"
     assert client_ip("10.0.0.2", None, Networks()) == "10.0.0.2"
