@@ -144,15 +144,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         soft_time_limit=settings.soft_time_limit,
         time_limit=settings.task_time_limit,
     )
-    def deliver_outbox(outbox_id: int) -> str | None:
-        status = deliver(int(outbox_id), outbound.deps())
-        if status == "retrying":  # the sweeper is the safety net; this is the schedule
-            outbound.sender().deliver([int(outbox_id)], countdown=outbound.next_delay(outbox_id))
-        elif status == "sent":
-            outbound.sender().file_sent(
-                int(outbox_id), countdown=settings.outbound_sent_check_seconds
-            )
-        return status
+    def deliver_outbox(outbox_id: int) -> dict[str, str]:
+        statuses = deliver(int(outbox_id), outbound.deps())
+        sender = outbound.sender()
+        for entry_id, status in statuses.items():
+            if status == "retrying":  # the sweeper is the safety net; this is the schedule
+                sender.deliver([entry_id], countdown=outbound.next_delay(entry_id))
+            elif status == "sent":
+                sender.file_sent(entry_id, countdown=settings.outbound_sent_check_seconds)
+        released = [i for i, status in statuses.items() if status == "released"]
+        if released:  # the session broke before their turn: another one takes them
+            sender.deliver(released)
+        return {str(i): status for i, status in statuses.items()}
 
     @app.task(
         name=TASK_FILE_SENT,

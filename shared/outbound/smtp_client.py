@@ -1,7 +1,8 @@
-"""Delivering one built message to a connection's upstream SMTP server (§9 Delivery).
+"""Delivering built messages to a connection's upstream SMTP server (§9 Delivery).
 
 One job: open a session to the server the connection names, secure it as configured, sign in,
-and run one mail transaction — then say exactly what happened: :class:`Accepted` (with the
+and run mail transactions (one, or several over the same session) — then say exactly what
+happened: :class:`Accepted` (with the
 recipients the server refused or deferred), or :class:`DeliveryError` (temporary or permanent,
 with the outbox's ``last_error``; see :mod:`shared.outbound.smtp_errors`).
 
@@ -26,7 +27,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,15 @@ from shared.outbound.smtp_errors import (
 if TYPE_CHECKING:
     from smtplib import _AuthObject  # typeshed's protocol of smtplib's SASL responders
 
-__all__ = ["Accepted", "DeliveryError", "Reply", "SmtpSettings", "send_message"]
+__all__ = [
+    "Accepted",
+    "DeliveryError",
+    "Reply",
+    "SmtpSession",
+    "SmtpSettings",
+    "send_message",
+    "smtp_session",
+]
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 QUIT_TIMEOUT = 10.0  # the message is already decided; a slow QUIT must not hold the worker
@@ -151,38 +160,98 @@ def send_message(
     local_hostname: str | None = None,
 ) -> Accepted:
     """Deliver ``data`` (the built message) from ``mail_from`` to ``recipients`` through the
-    server ``settings`` names. ``allowed``: the private networks the operator allows (required:
-    forgetting it must refuse private servers, not reach them). ``timeout`` bounds the connect
-    and each wait for a reply. ``local_hostname``: the EHLO name (default: this machine's FQDN,
-    else its address literal — smtplib's rule, looked up once per process).
+    server ``settings`` names — one session, one transaction (:func:`smtp_session` says more).
 
     Returns :class:`Accepted` when the server took the message for at least one recipient;
     raises :class:`DeliveryError` when no recipient has it, and ``ValueError`` for arguments
     that could never be sent (no recipient, an address with control characters, ...).
     """
-    _check_settings(settings)
     rcpts = _recipients(recipients)
     _check_address(mail_from, allow_empty=True)
+    with smtp_session(
+        settings,
+        allowed=allowed,
+        ca_file=ca_file,
+        resolver=resolver,
+        timeout=timeout,
+        local_hostname=local_hostname,
+    ) as session:
+        return session.send(mail_from, rcpts, data)
+
+
+@contextlib.contextmanager
+def smtp_session(
+    settings: SmtpSettings,
+    *,
+    allowed: Networks,
+    ca_file: str | None = None,
+    resolver: Resolver = socket.getaddrinfo,
+    timeout: float = 60.0,
+    local_hostname: str | None = None,
+) -> Iterator[SmtpSession]:
+    """A session to the server ``settings`` names, greeted, secured and signed in, for one
+    or more mail transactions (:meth:`SmtpSession.send`); QUIT when it ends in step with the
+    server. ``allowed``: the private networks the operator allows (required: forgetting it
+    must refuse private servers, not reach them). ``timeout`` bounds the connect and each
+    wait for a reply. ``local_hostname``: the EHLO name (default: this machine's FQDN, else
+    its address literal — smtplib's rule, looked up once per process).
+
+    A failure to open the session raises :class:`DeliveryError` on entry.
+    """
+    _check_settings(settings)
     ctx = tls_context(ca_file) if settings.security in ("ssl", "starttls") else None
     ehlo_name = local_hostname or _default_ehlo_name()
     smtp = _connect(settings, ctx, allowed, resolver, timeout, ehlo_name)
     session = _Session(smtp, timeout)
+    polite = True
     try:
-        session.hello()
-        if settings.security == "starttls":
-            assert ctx is not None
-            session.starttls(ctx)
-        if settings.username is not None:
-            session.authenticate(settings)
-        accepted = session.transaction(mail_from, rcpts, _crlf(data))
+        try:
+            session.hello()
+            if settings.security == "starttls":
+                assert ctx is not None
+                session.starttls(ctx)
+            if settings.username is not None:
+                session.authenticate(settings)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise lost(exc, session.stage) from None
+        yield SmtpSession(session)
     except DeliveryError as exc:
-        session.finish(polite=session.in_step(exc))
+        polite = session.in_step(exc)
         raise
-    except (smtplib.SMTPException, OSError) as exc:
-        session.finish(polite=False)
-        raise lost(exc, session.stage) from None
-    session.finish(polite=True)
-    return accepted
+    finally:
+        session.finish(polite=polite)
+
+
+class SmtpSession:
+    """Mail transactions over one open session."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._open_transaction = False  # a refused transaction must be reset before the next
+
+    def send(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Accepted:
+        """One transaction: :class:`Accepted`, or :class:`DeliveryError` when no recipient
+        has the message. After an error for which :meth:`usable` is true, the session may
+        carry the next message."""
+        rcpts = _recipients(recipients)
+        _check_address(mail_from, allow_empty=True)
+        session = self._session
+        try:
+            if self._open_transaction:
+                session.stage = "rset"
+                code, message = session.smtp.rset()
+                session.expect_2xx(code, message)
+            self._open_transaction = True
+            accepted = session.transaction(mail_from, rcpts, _crlf(data))
+        except (smtplib.SMTPException, OSError) as exc:
+            raise lost(exc, session.stage) from None
+        self._open_transaction = False
+        return accepted
+
+    def usable(self, exc: DeliveryError) -> bool:
+        """Whether the session still carries mail after ``exc``: we are in step with the
+        server (it answered, and not with 421, which closes; or we stopped between commands)."""
+        return self._session.in_step(exc)
 
 
 # --- arguments -----------------------------------------------------------------------------

@@ -87,14 +87,15 @@ def resolve(conn: sa.Connection, token: str) -> Link | None:
 
 def record_hits(*, session: Session, hits: Sequence[PendingHit]) -> int:
     """Record ``hits`` in the caller's transaction, in order; answers how many were recorded
-    (the rest were of recipients who opted out)."""
+    (the rest were of recipients who opted out). A click is judged with every click before
+    it, those of this batch included."""
     opted_out = _opted_out(session, {(h.link.account_id, h.link.recipient) for h in hits})
-    opens: list[dict[str, Any]] = []
-    recorded = 0
-    for pending in hits:
+    wanted = [h for h in hits if (h.link.account_id, h.link.recipient) not in opted_out]
+    clicks = _recent_clicks(session, [h for h in wanted if h.link.kind == "click"])
+    rows: list[dict[str, Any]] = []
+    bursts: dict[int, datetime] = {}  # copy → the earliest click a completed burst covers
+    for pending in wanted:
         link = pending.link
-        if (link.account_id, link.recipient) in opted_out:
-            continue
         hit = Hit(
             kind=link.kind,
             method=pending.method,
@@ -104,28 +105,34 @@ def record_hits(*, session: Session, hits: Sequence[PendingHit]) -> int:
             accepted_at=link.accepted_at,
             url=link.url,
         )
-        recorded += 1
         if link.kind == "open":
-            opens.append(_event_row(pending, machine_reason(hit)))
+            rows.append(_event_row(pending, machine_reason(hit)))
             continue
-        # Clicks one at a time: each sees the clicks before it, in this batch too.
-        clicks = _copy_clicks(session, link.copy_id, pending.at)
-        burst = scanner_burst(hit, clicks)
+        known = clicks[link.copy_id]
+        seen = known.seen()
+        burst = scanner_burst(hit, seen)
         if burst:  # the earlier clicks of a completed burst were the scanner's too
-            session.execute(
-                sa.update(TrackingEvent)
-                .where(
-                    TrackingEvent.copy_id == link.copy_id,
-                    TrackingEvent.type == "click",
-                    TrackingEvent.at >= min(at for _, at in burst),
-                )
-                .values(machine=True, reason="scanner")
+            since = min(at for _, at in burst)
+            bursts[link.copy_id] = min(since, bursts.get(link.copy_id, since))
+            for row in known.batch_rows:
+                if row["at"] >= since:
+                    row["machine"], row["reason"] = True, "scanner"
+        row = _event_row(pending, machine_reason(hit, seen))
+        known.add(row)
+        rows.append(row)
+    for copy_id, since in bursts.items():
+        session.execute(
+            sa.update(TrackingEvent)
+            .where(
+                TrackingEvent.copy_id == copy_id,
+                TrackingEvent.type == "click",
+                TrackingEvent.at >= since,
             )
-        reason = machine_reason(hit, clicks)
-        session.execute(sa.insert(TrackingEvent), [_event_row(pending, reason)])
-    if opens:
-        session.execute(sa.insert(TrackingEvent), opens)
-    return recorded
+            .values(machine=True, reason="scanner")
+        )
+    if rows:
+        session.execute(sa.insert(TrackingEvent), rows)
+    return len(rows)
 
 
 def _event_row(pending: PendingHit, reason: str | None) -> dict[str, Any]:
@@ -154,28 +161,54 @@ def _opted_out(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[int, 
     return {(account_id, email) for account_id, email in rows}
 
 
-def _copy_clicks(session: Session, copy_id: int, now: datetime) -> CopyClicks:
-    links = tuple(
-        session.scalars(
-            sa.select(TrackingLink.url).where(
-                TrackingLink.copy_id == copy_id, TrackingLink.kind == "click"
-            )
+@dataclass
+class _Clicks:
+    """A copy's links and its recent clicks: those stored, then this batch's."""
+
+    links: tuple[str, ...]
+    stored: list[tuple[str, datetime]]
+    batch_rows: list[dict[str, Any]]
+
+    def seen(self) -> CopyClicks:
+        batch = [(r["url"], r["at"]) for r in self.batch_rows if r["url"] is not None]
+        return CopyClicks(self.links, tuple(self.stored + batch))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.batch_rows.append(row)
+
+
+def _recent_clicks(session: Session, clicks: list[PendingHit]) -> dict[int, _Clicks]:
+    """For the copies clicked in this batch: their links, and their clicks recent enough to
+    share a burst with one of the batch (at most :data:`MAX_EARLIER_CLICKS` per copy, on
+    average). Two indexed reads, whatever the batch's size."""
+    copies = sorted({h.link.copy_id for h in clicks})
+    if not copies:
+        return {}
+    found = {c: _Clicks((), [], []) for c in copies}
+    links: dict[int, list[str]] = {c: [] for c in copies}
+    for copy_id, url in session.execute(
+        sa.select(TrackingLink.copy_id, TrackingLink.url).where(
+            TrackingLink.copy_id.in_(copies), TrackingLink.kind == "click"
         )
-    )
-    earlier = session.execute(
-        sa.select(TrackingEvent.url, TrackingEvent.at)
+    ):
+        if url is not None:
+            links[copy_id].append(url)
+    for copy_id, urls in links.items():
+        found[copy_id].links = tuple(urls)
+    since = min(h.at for h in clicks) - BURST_WINDOW - timedelta(seconds=1)
+    for copy_id, url, at in session.execute(
+        sa.select(TrackingEvent.copy_id, TrackingEvent.url, TrackingEvent.at)
         .where(
-            TrackingEvent.copy_id == copy_id,
+            TrackingEvent.copy_id.in_(copies),
             TrackingEvent.type == "click",
-            TrackingEvent.at >= now - BURST_WINDOW - timedelta(seconds=1),
+            TrackingEvent.at >= since,
         )
         .order_by(TrackingEvent.id.desc())
-        .limit(MAX_EARLIER_CLICKS)
-    )
-    return CopyClicks(
-        tuple(u for u in links if u is not None),
-        tuple((url, at) for url, at in earlier if url is not None),
-    )
+        .limit(MAX_EARLIER_CLICKS * len(copies))
+    ):
+        if url is not None:
+            found[copy_id].stored.append((url, at))
+    return found
 
 
 def _outbox_of_email(session: Session, email_id: int) -> Outbox | None:

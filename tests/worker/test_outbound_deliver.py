@@ -43,6 +43,14 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 def _queue(sessions: sessionmaker[Session], upstream: UpstreamSmtp) -> tuple[int, DeliveryDeps]:
+    ids, deps = _queue_many(sessions, upstream, 1)
+    return ids[0], deps
+
+
+def _queue_many(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp, count: int
+) -> tuple[list[int], DeliveryDeps]:
+    """``count`` messages queued from one sender's connection, to kim0@, kim1@ …"""
     box = SecretBox(Fernet.generate_key().decode())
     n = next(_n)
     world: World = new_world(sessions, admin_email=f"admin{n}-{id(upstream)}@ours.example")
@@ -55,15 +63,18 @@ def _queue(sessions: sessionmaker[Session], upstream: UpstreamSmtp) -> tuple[int
         address, kind="personal", principal=me, box=box,
         smtp={"host": "localhost", "port": upstream.port, "security": "none"},
     )  # fmt: skip
-    with sessions() as s, s.begin():
-        row = outbound.send_email(
-            session=s, principal=me, logging_domain="log.localhost",
-            tracking_url=lambda k, t: f"http://127.0.0.1/t/{k}/{t}", max_bytes=10**6,
-            sender=address, to=["kim@customer.example"], subject="Hi", text="hello", html=None,
-        )  # fmt: skip
-        outbox_id = row.id
+    ids = []
+    for i in range(count):
+        with sessions() as s, s.begin():
+            row = outbound.send_email(
+                session=s, principal=me, logging_domain="log.localhost",
+                tracking_url=lambda k, t: f"http://127.0.0.1/t/{k}/{t}", max_bytes=10**6,
+                sender=address, to=[f"kim{i}-{n}@customer.example"], subject="Hi",
+                text="hello", html=None,
+            )  # fmt: skip
+            ids.append(row.id)
     deps = DeliveryDeps(sessions=sessions, box=box, allowed=Networks.parse("127.0.0.0/8"))
-    return outbox_id, deps
+    return ids, deps
 
 
 def _mine(upstream: UpstreamSmtp, message_id: str) -> list[bytes]:
@@ -97,17 +108,17 @@ def test_a_crash_between_the_250_and_recording_it_repeats_with_the_same_message_
             deliver(outbox_id, deps)
     assert len(_mine(upstream, message_id)) == 1
     assert _row(sessions, outbox_id).status == "sending"
-    assert deliver(outbox_id, deps) is None  # its claim still stands: nobody else sends it
+    assert deliver(outbox_id, deps) == {}  # its claim still stands: nobody else sends it
     with sessions() as s, s.begin():  # the claim lapses (the worker is gone)
         s.execute(
             sa.update(Outbox)
             .where(Outbox.id == outbox_id)
             .values(claimed_until=utcnow() - timedelta(seconds=1))
         )
-    assert deliver(outbox_id, deps) == "sent"
+    assert deliver(outbox_id, deps) == {outbox_id: "sent"}
     copies = _mine(upstream, message_id)
     assert len(copies) == 2  # the one window where a message may go twice: same Message-ID
-    assert deliver(outbox_id, deps) is None  # and never a third time
+    assert deliver(outbox_id, deps) == {}  # and never a third time
 
 
 def test_a_failure_before_the_250_never_sends_twice(
@@ -116,14 +127,14 @@ def test_a_failure_before_the_250_never_sends_twice(
     outbox_id, deps = _queue(sessions, upstream)
     message_id = _row(sessions, outbox_id).message_id
     upstream.script(data=[DROP])  # the connection dies before the server's answer to DATA
-    assert deliver(outbox_id, deps) == "retrying"
+    assert deliver(outbox_id, deps) == {outbox_id: "retrying"}
     row = _row(sessions, outbox_id)
     assert row.last_error and row.next_attempt_at is not None
     assert row.next_attempt_at - utcnow() <= timedelta(seconds=60)  # first retry within 60 s
-    assert deliver(outbox_id, deps) is None  # not due yet
+    assert deliver(outbox_id, deps) == {}  # not due yet
     with sessions() as s, s.begin():
         s.execute(sa.update(Outbox).where(Outbox.id == outbox_id).values(next_attempt_at=utcnow()))
-    assert deliver(outbox_id, deps) == "sent"
+    assert deliver(outbox_id, deps) == {outbox_id: "sent"}
     assert len(_mine(upstream, message_id)) == 1
 
 
@@ -133,7 +144,7 @@ def test_temporary_refusals_stop_after_the_retry_window(
     outbox_id, deps = _queue(sessions, upstream)
     upstream.script(data=["451 4.3.0 Try later"])
     deps.clock = lambda: utcnow() + timedelta(hours=25)  # past INBOXLOG_OUTBOUND_RETRY_HOURS
-    assert deliver(outbox_id, deps) == "failed"
+    assert deliver(outbox_id, deps) == {outbox_id: "failed"}
     assert _row(sessions, outbox_id).last_error == "451 4.3.0 Try later"
 
 
@@ -144,7 +155,8 @@ def test_two_workers_never_deliver_the_same_entry_at_once(
     message_id = _row(sessions, outbox_id).message_id
     results: list[str | None] = []
     threads = [
-        threading.Thread(target=lambda: results.append(deliver(outbox_id, deps))) for _ in range(4)
+        threading.Thread(target=lambda: results.append(deliver(outbox_id, deps).get(outbox_id)))
+        for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -174,9 +186,9 @@ def test_the_sweeper_finds_due_retries_and_sent_folder_checks_whose_task_was_los
 
     retry_id, deps = _queue(sessions, upstream)
     upstream.script(data=["451 4.3.0 Try later"])
-    assert deliver(retry_id, deps) == "retrying"
+    assert deliver(retry_id, deps) == {retry_id: "retrying"}
     sent_id, deps2 = _queue(sessions, upstream)
-    assert deliver(sent_id, deps2) == "sent"
+    assert deliver(sent_id, deps2) == {sent_id: "sent"}
     sender = _Recorder()
     sweep_outbox(sessions, sender, older_than=60, sent_check_seconds=120)  # type: ignore[arg-type]
     assert retry_id not in sender.delivered and sent_id not in sender.filed  # not due yet
@@ -191,3 +203,61 @@ def test_the_sweeper_finds_due_retries_and_sent_folder_checks_whose_task_was_los
     sender.filed.clear()
     sweep_outbox(sessions, sender, older_than=60, sent_check_seconds=120)  # type: ignore[arg-type]
     assert sent_id not in sender.filed
+
+
+def _sessions_of(upstream: UpstreamSmtp, message_ids: list[str]) -> list[int]:
+    """The upstream session number of each message's deliveries, in order."""
+    return [
+        d.connection
+        for mid in message_ids
+        for d in upstream.deliveries
+        if f"<{mid}>".encode() in d.data
+    ]
+
+
+def test_queued_entries_of_a_connection_share_one_session(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    ids, deps = _queue_many(sessions, upstream, 5)
+    assert deliver(ids[0], deps, batch=4) == {i: "sent" for i in ids[:4]}
+    used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids[:4]])
+    assert len(used) == 4 and len(set(used)) == 1  # one session, one delivery each
+    assert all(deliver(i, deps) == {} for i in ids[1:4])  # their own tasks find them taken
+    assert deliver(ids[4], deps) == {ids[4]: "sent"}  # past the batch: its own turn
+    assert [_row(sessions, i).attempts for i in ids] == [1] * 5
+
+
+def test_a_refusal_midway_touches_only_its_message(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    ids, deps = _queue_many(sessions, upstream, 4)
+    kim1 = _row(sessions, ids[1]).recipients[0]["address"]
+    upstream.script_recipient(kim1, ["550 5.1.1 No such user"])
+    upstream.script(data=[None, None, "451 4.3.0 Try later"])  # kim0, kim2, then kim3
+    assert deliver(ids[0], deps) == {
+        ids[0]: "sent", ids[1]: "failed", ids[2]: "sent", ids[3]: "retrying"
+    }  # fmt: skip
+    assert _row(sessions, ids[1]).last_error == "550 5.1.1 No such user"
+    assert _row(sessions, ids[3]).next_attempt_at is not None
+    sent = _sessions_of(upstream, [_row(sessions, i).message_id for i in (ids[0], ids[2])])
+    assert len(set(sent)) == 1
+    verbs = [c.verb for c in upstream.commands if c.connection == sent[0]]
+    # One session; the refused transaction is reset before the next one.
+    mail = ["MAIL", "RCPT", "DATA"]
+    assert verbs == ["EHLO", *mail, "MAIL", "RCPT", "RSET", *mail, *mail, "QUIT"]
+
+
+def test_a_broken_session_gives_the_rest_back_untried(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    ids, deps = _queue_many(sessions, upstream, 3)
+    upstream.script(data=[None, DROP])  # the second message's DATA loses the connection
+    assert deliver(ids[0], deps) == {ids[0]: "sent", ids[1]: "retrying", ids[2]: "released"}
+    third = _row(sessions, ids[2])
+    assert third.status == "queued" and third.attempts == 0  # this attempt did not count
+    assert deliver(ids[2], deps) == {ids[2]: "sent"}
+    with sessions() as s, s.begin():
+        s.execute(sa.update(Outbox).where(Outbox.id == ids[1]).values(next_attempt_at=utcnow()))
+    assert deliver(ids[1], deps) == {ids[1]: "sent"}
+    for i in ids:
+        assert len(_mine(upstream, _row(sessions, i).message_id)) == 1

@@ -1,5 +1,6 @@
-"""Delivering one outbox entry (§9): claim it, send each copy not yet accepted through the
-connection's SMTP server, and record the outcome.
+"""Delivering outbox entries (§9): claim one — and the other queued entries of its connection,
+up to :data:`BATCH` — send each copy not yet accepted through the connection's SMTP server over
+one session, and record the outcome.
 
 ``queued → sending → sent | retrying → failed``. A copy is recorded ``accepted`` in its own
 commit right after the server's 250, so a retry never sends it again; the one window where a
@@ -7,7 +8,8 @@ copy can go twice is a crash between that 250 and that commit (same Message-ID b
 Temporary refusals and network errors retry with backoff (the first within 60 s) until
 ``INBOXLOG_OUTBOUND_RETRY_HOURS`` after the message was queued; permanent ones fail with the
 server's reply. On ``sent`` the message is stored for logging (source ``sent``) in the same
-transaction, unless its ``log`` was false.
+transaction, unless its ``log`` was false. When the session breaks midway, the entries not yet
+tried are given back (``released``) for another session; a claim keeps workers apart.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from shared.netsafety import Resolver
 from shared.networks import Networks
 from shared.oauth.errors import ReauthRequired, TokenUnavailable
 from shared.oauth.tokens import TokenKeeper
-from shared.outbound.smtp_client import DeliveryError, SmtpSettings, send_message
+from shared.outbound.smtp_client import DeliveryError, SmtpSession, SmtpSettings, smtp_session
 
 log = logging.getLogger("inboxlog.outbound")
+NO_CONNECTION = "no_connection: the connection was removed"
 
+BATCH = 50  # queued entries of one connection delivered over one SMTP session
 CLAIM_SECONDS = 300.0  # a sending worker that vanished gives the entry back after this
 FIRST_RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 3600.0
@@ -58,53 +62,90 @@ def retry_delay(attempts: int, first: float = FIRST_RETRY_SECONDS) -> float:
     return min(MAX_RETRY_SECONDS, first * 2 ** max(0, attempts - 1))
 
 
-def deliver(outbox_id: int, deps: DeliveryDeps) -> str | None:
-    """Deliver what is left of the entry; returns its status, or None when it was not due or
-    someone else holds it. Returns ``retrying`` with ``next_attempt_at`` set for the caller to
-    schedule."""
+@dataclass
+class _Entry:
+    row: Outbox
+    copies: list[OutboxCopy]  # not yet answered, in order
+    raws: dict[int, bytes]
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+
+def deliver(outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH) -> dict[int, str]:
+    """Deliver what is left of entry ``outbox_id`` — and of up to ``batch - 1`` other queued
+    entries of the same connection, over the same SMTP session. Returns the status of each
+    entry taken: ``sent``, ``failed``, ``retrying`` (``next_attempt_at`` set, for the caller
+    to schedule), or ``released`` (given back untried when the session broke: the caller
+    enqueues it again). Empty when ``outbox_id`` was not due or someone else holds it."""
     now = deps.clock()
     if not _claim(deps.sessions, outbox_id, now):
-        return None
+        return {}
     with deps.sessions() as session:
         row = session.get(Outbox, outbox_id)
         assert row is not None
         conn = session.get(Connection, row.connection_id) if row.connection_id else None
-        copies = list(
-            session.scalars(
-                sa.select(OutboxCopy)
-                .where(OutboxCopy.outbox_id == outbox_id, OutboxCopy.status == "pending")
-                .order_by(OutboxCopy.id)
-            )
-        )
-        raws = {c.id: c.raw for c in copies}
         session.expunge_all()
     if conn is None:
-        return _finish(deps, outbox_id, "failed", "no_connection: the connection was removed")
+        return {outbox_id: _finish(deps, outbox_id, "failed", NO_CONNECTION)}
+    companions = _claim_companions(deps.sessions, conn.id, outbox_id, now, batch - 1)
+    entries = _load(deps.sessions, [outbox_id, *companions])
     try:
         settings = _smtp_settings(conn, deps)
     except ReauthRequired as exc:
-        return _finish(deps, outbox_id, "failed", exc.last_error)
+        return {e.id: _finish(deps, e.id, "failed", exc.last_error) for e in entries}
     except TokenUnavailable as exc:
-        return _retry(deps, outbox_id, row, exc.last_error)
-    for copy in copies:
+        return {e.id: _retry(deps, e.row, exc.last_error) for e in entries}
+    statuses: dict[int, str] = {}
+    try:
+        with smtp_session(
+            settings,
+            allowed=deps.allowed,
+            ca_file=deps.ca_file,
+            resolver=deps.resolver,
+        ) as smtp:
+            for n, entry in enumerate(entries):
+                status, usable = _send_entry(deps, smtp, entry)
+                if status == "unsent":
+                    statuses[entry.id] = _release(deps, entry.id)
+                elif status is not None:
+                    statuses[entry.id] = status
+                if not usable:  # what is left goes over another session
+                    for rest in entries[n + 1 :]:
+                        statuses[rest.id] = _release(deps, rest.id)
+                    break
+    except DeliveryError as exc:  # the session did not open: the same for every entry
+        for entry in entries:
+            if entry.id not in statuses:
+                statuses[entry.id] = (
+                    _retry(deps, entry.row, exc.last_error)
+                    if exc.temporary
+                    else _finish(deps, entry.id, "failed", exc.last_error)
+                )
+    done = [e.id for e in entries if e.id not in statuses]
+    statuses.update(_complete(deps, done))
+    return statuses
+
+
+def _send_entry(deps: DeliveryDeps, smtp: SmtpSession, entry: _Entry) -> tuple[str | None, bool]:
+    """Send the entry's copies, each recorded right after its answer. Returns (status, is the
+    session still usable): ``retrying`` after a temporary refusal, ``unsent`` when the session
+    broke with copies left, None when every copy was answered."""
+    for i, copy in enumerate(entry.copies):
         try:
-            accepted = send_message(
-                settings,
-                mail_from=row.mail_from,
-                recipients=list(copy.recipients),
-                data=raws[copy.id],
-                allowed=deps.allowed,
-                ca_file=deps.ca_file,
-                resolver=deps.resolver,
-            )
+            accepted = smtp.send(entry.row.mail_from, list(copy.recipients), entry.raws[copy.id])
         except DeliveryError as exc:
+            usable = smtp.usable(exc)
             if exc.temporary:
-                return _retry(deps, outbox_id, row, exc.last_error)
+                return _retry(deps, entry.row, exc.last_error), usable
             _copy_done(deps, copy.id, "refused", exc.last_error)
+            if not usable:
+                return ("unsent" if i + 1 < len(entry.copies) else None), False
             continue
         status = "accepted" if accepted.recipients else "refused"
         _copy_done(deps, copy.id, status, str(accepted.reply))
-    return _complete(deps, outbox_id, row)
+    return None, True
 
 
 def _claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> bool:
@@ -129,6 +170,57 @@ def _claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> bo
             )
         )
         return rowcount(taken) == 1
+
+
+def _claim_companions(
+    sessions: sessionmaker[Session], connection_id: int, outbox_id: int, now: datetime, limit: int
+) -> list[int]:
+    """Other queued entries of the connection, claimed for the same session (their own
+    tasks then find them taken). Never retrying ones: those keep their backoff."""
+    if limit <= 0:
+        return []
+    with sessions() as session, session.begin():
+        due = session.scalars(
+            sa.select(Outbox.id)
+            .where(
+                Outbox.connection_id == connection_id,
+                Outbox.status == "queued",
+                Outbox.id != outbox_id,
+            )
+            .order_by(Outbox.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not due:
+            return []
+        taken = session.execute(
+            sa.update(Outbox)
+            .where(Outbox.id.in_(due), Outbox.status == "queued")
+            .values(
+                status="sending",
+                attempts=Outbox.attempts + 1,
+                claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
+            )
+            .returning(Outbox.id)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(taken.scalars())
+
+
+def _load(sessions: sessionmaker[Session], ids: list[int]) -> list[_Entry]:
+    with sessions() as session:
+        rows = {r.id: r for r in session.scalars(sa.select(Outbox).where(Outbox.id.in_(ids)))}
+        copies: dict[int, list[OutboxCopy]] = {i: [] for i in ids}
+        raws: dict[int, bytes] = {}
+        for copy in session.scalars(
+            sa.select(OutboxCopy)
+            .where(OutboxCopy.outbox_id.in_(ids), OutboxCopy.status == "pending")
+            .order_by(OutboxCopy.id)
+        ):
+            copies[copy.outbox_id].append(copy)
+            raws[copy.id] = copy.raw
+        session.expunge_all()
+    return [_Entry(rows[i], copies[i], raws) for i in ids]
 
 
 def _smtp_settings(conn: Connection, deps: DeliveryDeps) -> SmtpSettings:
@@ -165,15 +257,15 @@ def _copy_done(deps: DeliveryDeps, copy_id: int, status: str, reply: str) -> Non
         )
 
 
-def _retry(deps: DeliveryDeps, outbox_id: int, row: Outbox, last_error: str) -> str:
+def _retry(deps: DeliveryDeps, row: Outbox, last_error: str) -> str:
     now = deps.clock()
     if now - row.created_at >= timedelta(hours=deps.retry_hours):
-        return _finish(deps, outbox_id, "failed", last_error)
+        return _finish(deps, row.id, "failed", last_error)
     attempts = row.attempts  # the claim counted this attempt
     with deps.sessions() as session, session.begin():
         session.execute(
             sa.update(Outbox)
-            .where(Outbox.id == outbox_id)
+            .where(Outbox.id == row.id)
             .values(
                 status="retrying",
                 last_error=last_error,
@@ -182,8 +274,20 @@ def _retry(deps: DeliveryDeps, outbox_id: int, row: Outbox, last_error: str) -> 
                 + timedelta(seconds=retry_delay(attempts, deps.first_retry_seconds)),
             )
         )
-    log.info("outbox=%s temporarily refused; retrying", outbox_id)
+    log.info("outbox=%s temporarily refused; retrying", row.id)
     return "retrying"
+
+
+def _release(deps: DeliveryDeps, outbox_id: int) -> str:
+    """Give an entry back untried (this attempt does not count): the session broke before
+    its turn."""
+    with deps.sessions() as session, session.begin():
+        session.execute(
+            sa.update(Outbox)
+            .where(Outbox.id == outbox_id)
+            .values(status="queued", attempts=Outbox.attempts - 1, claimed_until=None)
+        )
+    return "released"
 
 
 def _finish(deps: DeliveryDeps, outbox_id: int, status: str, last_error: str | None) -> str:
@@ -197,50 +301,79 @@ def _finish(deps: DeliveryDeps, outbox_id: int, status: str, last_error: str | N
     return status
 
 
-def _complete(deps: DeliveryDeps, outbox_id: int, row: Outbox) -> str:
-    """Every copy answered: ``sent`` when any was accepted (and the message is stored for
-    logging), else ``failed`` with the refusal."""
-    stored: list[int] = []
+def _complete(deps: DeliveryDeps, outbox_ids: list[int]) -> dict[int, str]:
+    """Entries whose every copy was answered, in one transaction: ``sent`` when any copy was
+    accepted (and the message stored for logging), else ``failed`` with the refusal."""
+    if not outbox_ids:
+        return {}
+    statuses: dict[int, str] = {}
+    stored: list[tuple[StoredMessage, Outbox]] = []
     with deps.sessions() as session, session.begin():
-        copies = list(
-            session.scalars(sa.select(OutboxCopy).where(OutboxCopy.outbox_id == outbox_id))
-        )
-        accepted = [c for c in copies if c.status == "accepted"]
-        entry = session.get(Outbox, outbox_id)
-        assert entry is not None
-        entry.claimed_until = None
-        if not accepted:
-            entry.status = "failed"
-            entry.last_error = next((c.reply for c in copies if c.reply), "refused")
-            return "failed"
-        entry.status, entry.sent_at, entry.last_error = "sent", deps.clock(), None
-        refused = [c.reply for c in copies if c.status == "refused"]
-        if refused:
-            entry.last_error = f"some recipients were refused: {refused[0]}"
-        if entry.log and entry.stored_message_id is None:
-            inbox_id = (
-                session.scalar(
-                    sa.select(Conversation.inbox_id).where(Conversation.id == entry.conversation_id)
-                )
-                if entry.conversation_id
-                else None
-            )
-            message = StoredMessage(
-                account_id=entry.account_id,
-                source="sent",
-                inbox_id=inbox_id,  # a team reply joins its conversation
-                connection_id=entry.connection_id,
-                envelope_from=entry.mail_from,
-                envelope_to=[a for c in accepted for a in c.recipients],
-                raw=entry.raw,
-                raw_size=len(entry.raw),
-                acting_user_id=entry.sender_id,
-            )
-            session.add(message)
-            session.flush()
+        copies: dict[int, list[OutboxCopy]] = {i: [] for i in outbox_ids}
+        for copy in session.scalars(
+            sa.select(OutboxCopy)
+            .where(OutboxCopy.outbox_id.in_(outbox_ids))
+            .order_by(OutboxCopy.id)
+        ):
+            copies[copy.outbox_id].append(copy)
+        entries = session.scalars(
+            sa.select(Outbox).where(Outbox.id.in_(outbox_ids)).order_by(Outbox.id)
+        ).all()
+        inboxes = _inboxes(session, [e.conversation_id for e in entries if e.conversation_id])
+        for entry in entries:
+            statuses[entry.id] = _conclude(deps, session, entry, copies[entry.id], inboxes, stored)
+        session.flush()  # the stored messages' ids
+        for message, entry in stored:
             entry.stored_message_id = message.id
-            stored.append(message.id)
     if stored:
-        deps.on_stored(stored)
-    log.info("outbox=%s sent", outbox_id)
+        deps.on_stored([m.id for m, _ in stored])
+    for outbox_id, status in statuses.items():
+        log.info("outbox=%s %s", outbox_id, status)
+    return statuses
+
+
+def _inboxes(session: Session, conversation_ids: list[int]) -> dict[int, int]:
+    if not conversation_ids:
+        return {}
+    rows = session.execute(
+        sa.select(Conversation.id, Conversation.inbox_id).where(
+            Conversation.id.in_(conversation_ids)
+        )
+    )
+    return {conversation_id: inbox_id for conversation_id, inbox_id in rows}
+
+
+def _conclude(
+    deps: DeliveryDeps,
+    session: Session,
+    entry: Outbox,
+    copies: list[OutboxCopy],
+    inboxes: dict[int, int],
+    stored: list[tuple[StoredMessage, Outbox]],
+) -> str:
+    accepted = [c for c in copies if c.status == "accepted"]
+    entry.claimed_until = None
+    if not accepted:
+        entry.status = "failed"
+        entry.last_error = next((c.reply for c in copies if c.reply), "refused")
+        return "failed"
+    entry.status, entry.sent_at, entry.last_error = "sent", deps.clock(), None
+    refused = [c.reply for c in copies if c.status == "refused"]
+    if refused:
+        entry.last_error = f"some recipients were refused: {refused[0]}"
+    if entry.log and entry.stored_message_id is None:
+        message = StoredMessage(
+            account_id=entry.account_id,
+            source="sent",
+            # a team reply joins its conversation
+            inbox_id=inboxes.get(entry.conversation_id) if entry.conversation_id else None,
+            connection_id=entry.connection_id,
+            envelope_from=entry.mail_from,
+            envelope_to=[a for c in accepted for a in c.recipients],
+            raw=entry.raw,
+            raw_size=len(entry.raw),
+            acting_user_id=entry.sender_id,
+        )
+        session.add(message)
+        stored.append((message, entry))
     return "sent"

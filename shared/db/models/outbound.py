@@ -20,6 +20,8 @@ class Outbox(Base):
     __table_args__ = (
         # The delivery sweeper: what is due (queued/retrying by time) or stuck in sending.
         sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        # A delivery takes the connection's other queued entries over the same session.
+        sa.Index("ix_outbox_connection_status", "connection_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,6 +78,7 @@ class TrackingLink(Base):
     """An opaque token mapped to (copy, recipient, url): an open pixel (url NULL) or a link."""
 
     __tablename__ = "tracking_links"
+    __table_args__ = (sa.Index("ix_tracking_links_copy_id", "copy_id"),)  # a copy's links
 
     token: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     outbox_id: Mapped[int] = mapped_column(

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -41,7 +42,9 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def _tracked(sessions: sessionmaker[Session], accepted: bool = True) -> dict[str, list[str]]:
+def _tracked(
+    sessions: sessionmaker[Session], accepted: bool = True, ago: float = 0.0
+) -> dict[str, list[str]]:
     """A tracked message to one customer, as if delivered: its tokens by kind."""
     n = next(_n)
     box = SecretBox(Fernet.generate_key().decode())
@@ -66,7 +69,7 @@ def _tracked(sessions: sessionmaker[Session], accepted: bool = True) -> dict[str
             s.execute(
                 sa.update(OutboxCopy)
                 .where(OutboxCopy.outbox_id == row.id)
-                .values(status="accepted", accepted_at=utcnow())
+                .values(status="accepted", accepted_at=utcnow() - timedelta(seconds=ago))
             )
         links = s.execute(
             sa.select(TrackingLink.kind, TrackingLink.token).where(TrackingLink.outbox_id == row.id)
@@ -265,3 +268,40 @@ def test_a_click_link_is_read_again_until_its_copy_is_accepted(
     cached = lane.state.links.get(token)
     assert cached is not None and cached.accepted_at is not None
     lane.state.writer.close()
+
+
+def _clicks(sessions: sessionmaker[Session], token: str) -> list[tuple[bool, str | None]]:
+    with sessions() as s:
+        link = s.get(TrackingLink, token)
+        assert link is not None
+        rows = s.execute(
+            sa.select(TrackingEvent.machine, TrackingEvent.reason)
+            .where(TrackingEvent.copy_id == link.copy_id, TrackingEvent.type == "click")
+            .order_by(TrackingEvent.id)
+        )
+        return [(bool(m), r) for m, r in rows]
+
+
+def _record(sessions: sessionmaker[Session], *hits: svc.PendingHit) -> None:
+    with sessions() as s, s.begin():
+        svc.record_hits(session=s, hits=hits)
+
+
+def test_a_scanner_burst_is_seen_across_batches_and_within_one(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Every link of a copy clicked within 2 s is a scanner — the clicks already stored and
+    those of the same batch alike; one link clicked alone is a person."""
+    person = _tracked(sessions, ago=600)["click"]
+    _record(sessions, _pending(sessions, person[0]))
+    assert _clicks(sessions, person[0]) == [(False, None)]
+
+    across = _tracked(sessions, ago=600)
+    _record(sessions, _pending(sessions, across["click"][0]))  # stored first
+    _record(sessions, _pending(sessions, across["click"][1]), _pending(sessions, across["open"][0]))
+    assert _clicks(sessions, across["click"][0]) == [(True, "scanner"), (True, "scanner")]
+
+    within = _tracked(sessions, ago=600)["click"]
+    _record(sessions, *(_pending(sessions, t) for t in within))
+    assert _clicks(sessions, within[0]) == [(True, "scanner"), (True, "scanner")]
+    assert _clicks(sessions, person[0]) == [(False, None)]  # other copies untouched
