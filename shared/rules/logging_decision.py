@@ -70,6 +70,8 @@ class MessageFacts:
     forward_status: str = "not_forward"
     # team: found in the Sent folder; a skip rule matched.
     in_sent_folder: bool = False
+    # Personal: the mailbox's copy of mail its owner sent through inboxlog with log: false.
+    sent_unlogged: bool = False
     skipped_by_rule: bool = False
     # personal: the connection's owner; whether the thread already has a logged email.
     owner_id: int | None = None
@@ -294,8 +296,9 @@ def _decide_personal(msg: MessageFacts, account: AccountFacts) -> LoggingDecisio
             private_to_user_id=private,
             acting_user_id=msg.owner_id,
         )
-    if owner is None or not owner.log:
+    if owner is None or not owner.log or msg.sent_unlogged:
         # Nothing is logged and nothing is kept; the decision holds no subject or addresses.
+        # (sent_unlogged: the sender chose not to log this one when sending it, §9.)
         return LoggingDecision(
             c.SKIPPED,
             (c.LOGGING_OFF,),

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.crypto import SecretBox
-from shared.db.models import Decision, Outbox
+from shared.db.models import Decision, Outbox, StoredMessage
 from shared.networks import Networks
 from tests.support.databases import fresh_postgres
 from tests.support.dovecot import DovecotServer, dovecot_server_factory, ensure_dovecot_installed
@@ -164,3 +164,44 @@ def test_auto_leaves_a_copy_the_provider_filed_and_never_touches_nothing(env: En
     assert env.file(quiet["outbox_id"]) == "skipped"
     assert env.file(quiet["outbox_id"]) is None  # recorded: the sweeper will not ask again
     assert _sent_folder(env, other) == {}
+
+
+def test_mail_sent_with_log_off_stays_unlogged_when_read_from_sent(env: Env) -> None:
+    """``log: false`` at sending: nothing is logged then, and the mailbox's own copy in Sent,
+    read later by IMAP, is not logged either (skipped, ``logging_off``, nothing kept)."""
+    address, token, conn_id = env.mailbox_user("never")
+    answer = env.call(
+        "POST", "/v1/emails/send", token, 202,
+        json={"from": address, "to": ["lou@customer.example"], "subject": "Private",
+              "text": "Between us.", "log": False},
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            env.call("GET", f"/v1/outbox/{answer['outbox_id']}", token, 200)["status"] == "sent"
+        ),
+        SETTLE,
+        lambda: env.stack.log("worker")[-3000:],
+    )
+    (delivery,) = [d for d in env.upstream.deliveries if d.mail_from == address]
+    env.dovecot.append(address, "Sent", delivery.data, flags=("\\Seen",))  # the provider's
+    # A control in the same folder, sent by other means: judged as usual.
+    other = delivery.data.replace(
+        answer["message_id"].encode(), b"other-" + answer["message_id"].encode()
+    )
+    env.dovecot.append(address, "Sent", other, flags=("\\Seen",))
+
+    def decisions() -> list[tuple[str, list[str], str | None, str | None]]:
+        with env.stack.sessions() as s:
+            rows = s.execute(
+                sa.select(Decision.outcome, Decision.codes, Decision.message_id, Decision.subject)
+                .join(StoredMessage, StoredMessage.id == Decision.stored_message_id)
+                .where(StoredMessage.connection_id == conn_id)
+            )
+            return sorted((o, list(c or []), m, subj) for o, c, m, subj in rows)
+
+    wait_for(lambda: len(decisions()) == 2, SETTLE, lambda: env.stack.log("poller")[-3000:])
+    ours, control = decisions()
+    assert ours == ("skipped", ["logging_off"], None, None)  # nothing of it kept
+    # The control is judged by the usual rules (no contact yet: skipped), and kept.
+    assert control == ("skipped", ["no_contacts"], "other-" + answer["message_id"], "Private")
+    assert env.call("GET", f"/v1/outbox/{answer['outbox_id']}", token, 200)["email_id"] is None

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shared.db.models import Account, Connection, Contact, LoggedEmail
+from shared.db.models import Account, Connection, Contact, LoggedEmail, Outbox
 from shared.mail import Address
 from shared.mail.classify import is_noreply_address
 from shared.rules.codes import TEAM_SOURCES
@@ -53,6 +53,7 @@ def prefetch(batch: Batch) -> None:
                 cache.clear()
             cache[key] = load_account_facts(session, account, batch.logging_domain)
         batch.accounts[account.id] = cache[key]
+    _unlogged_sends(batch)
     for account_id in account_ids:
         addresses = sorted(
             {a.address for j in jobs if j.account_id == account_id for a in _participants(j)}
@@ -67,6 +68,27 @@ def prefetch(batch: Batch) -> None:
             )
             if addresses
             else set()
+        )
+
+
+def _unlogged_sends(batch: Batch) -> None:
+    """Which of the batch's personal Sent-folder copies went out through inboxlog with
+    ``log: false`` (one indexed read per account, for those Message-IDs only)."""
+    wanted: dict[int, set[str]] = {}
+    for j in batch.live:
+        mid = j.content.message_id if j.content is not None else None
+        if j.source == "personal" and j.folder_role == "sent" and mid:
+            wanted.setdefault(j.account_id, set()).add(mid)
+    session = batch.db()
+    for account_id, message_ids in wanted.items():
+        batch.unlogged_sends[account_id] = set(
+            session.scalars(
+                sa.select(Outbox.message_id).where(
+                    Outbox.account_id == account_id,
+                    Outbox.message_id.in_(sorted(message_ids)),
+                    Outbox.log.is_(False),
+                )
+            )
         )
 
 
@@ -91,6 +113,9 @@ def gather(job: Job, batch: Batch) -> None:
         owner_id = job.acting_user_id
         extra["bcc"] = _people(pm.bcc)
         extra["in_team_inbox"] = job.inbox_id is not None
+    if job.source == "personal" and job.folder_role == "sent" and content is not None:
+        unlogged = batch.unlogged_sends.get(job.account_id, set())
+        extra["sent_unlogged"] = content.message_id in unlogged
     if job.source == "personal" and job.connection_id is not None:
         row = session.execute(
             sa.select(Connection.user_id, Connection.verified_at).where(

@@ -86,6 +86,9 @@ class Batch:
     contacts: dict[int, set[str]] = field(default_factory=dict)  # account -> existing addresses
     # account -> Message-IDs logged by earlier messages of this batch (not recorded yet)
     logged_message_ids: dict[int, set[str]] = field(default_factory=dict)
+    # account -> Message-IDs of mail sent through inboxlog with ``log: false`` (§9), among
+    # the batch's Sent-folder copies: the IMAP copy must not log what the sender kept out.
+    unlogged_sends: dict[int, set[str]] = field(default_factory=dict)
     rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
     # inbox -> thread keys of the batch's team messages kept so far (not recorded yet)
     threads: dict[int, list[ThreadKeys]] = field(default_factory=dict)

@@ -22,6 +22,8 @@ class Outbox(Base):
         sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
         # A delivery takes the connection's other queued entries over the same session.
         sa.Index("ix_outbox_connection_status", "connection_id", "status"),
+        # The IMAP copy of a message sent with log: false is looked up by its Message-ID.
+        sa.Index("ix_outbox_account_message", "account_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
