@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     smtp_tls_key: str = ""
     # The SMTP submission listener's port (§9); unset: no listener. Needs the TLS certificate.
     submission_port: int | None = None
+    submission_tls_port: int | None = None  # the same listener on implicit TLS (465 style)
     # Drop SMTP clients idle for this long.
     smtp_idle_timeout: float = 60.0
     # Behind a TCP load balancer: read the client address from the PROXY protocol header (v1/v2)

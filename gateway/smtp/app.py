@@ -90,15 +90,19 @@ def build_gateway(
 
 
 async def serve(settings: Settings, sessions: sessionmaker[Session], sender: TaskSender) -> None:
-    submission = None
-    if settings.submission_port is not None:
-        # Imported here: submission.py uses this module's tls_context.
-        from gateway.smtp.submission import build_submission
+    # Imported here: submission.py uses this module's tls_context.
+    from gateway.smtp.submission import build_submission
 
-        submission = build_submission(settings, sessions, sender)  # ConfigError before listening
+    # Built before listening: a ConfigError stops the gateway before it takes any mail.
+    ports = ((False, settings.submission_port), (True, settings.submission_tls_port))
+    submissions = [
+        build_submission(settings, sessions, sender, implicit_tls=implicit)
+        for implicit, port in ports
+        if port is not None
+    ]
     server, _, store, enqueuer = build_gateway(settings, sessions, sender=sender)
     await server.start()
-    if submission is not None:
+    for submission in submissions:
         await submission.start()
     # Reply counts reach /metrics through the shared counter table (shared/counters.py).
     counters.start_flusher(sessions)
@@ -108,9 +112,7 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing transactions in flight")
-    draining = [server.drain_and_stop()]
-    if submission is not None:
-        draining.append(submission.drain_and_stop())
+    draining = [server.drain_and_stop(), *(s.drain_and_stop() for s in submissions)]
     await asyncio.gather(*draining)
     await asyncio.to_thread(counters.stop_flusher)  # counts the last seconds before shutdown
     await asyncio.to_thread(store.close)

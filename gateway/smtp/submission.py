@@ -2,8 +2,10 @@
 inboxlog with the user's email and an API token; accepted mail takes the send route's path
 (stored as a queued outbox entry, then delivered by a worker).
 
-Only after STARTTLS: every command but EHLO/HELO/STARTTLS/QUIT/NOOP waits for TLS, and
-MAIL waits for AUTH. Neither the token nor the message ever reaches a log line.
+Only over TLS: after STARTTLS on ``INBOXLOG_SUBMISSION_PORT`` (every command but
+EHLO/HELO/STARTTLS/QUIT/NOOP waits for it), or from the first byte on
+``INBOXLOG_SUBMISSION_TLS_PORT`` (implicit TLS, port 465 style). MAIL waits for AUTH.
+Neither the token nor the message ever reaches a log line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -251,21 +254,37 @@ def _credentials_read(
     return AuthResult(success=True, auth_data=data)
 
 
+class _TlsThroughout(logging.Filter):
+    """aiosmtpd logs that AUTH goes without TLS whenever ``auth_require_tls`` is off — which
+    only the implicit-TLS listener does, where the socket is TLS from the first byte."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "auth_require_tls == False" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_TlsThroughout())
+
+
 class SubmissionSMTP(IntakeSMTP):
     """The intake gateway's protocol (enhanced replies, per-client connection bound, slow DATA
     allowed, idle timeout) with STARTTLS required and AUTH PLAIN/LOGIN checked by the handler."""
 
-    def __init__(self, handler: SubmissionHandler, **kwargs: Any) -> None:
+    def __init__(self, handler: SubmissionHandler, *, implicit_tls: bool, **kwargs: Any) -> None:
         # IntakeSMTP only passes its handler on to aiosmtpd and reads ``transactions``, which
         # SubmissionHandler has too; its annotation names the intake handler alone.
-        super().__init__(
-            cast(IntakeHandler, handler),
-            authenticator=_credentials_read,
-            auth_required=True,
-            auth_require_tls=True,
-            require_starttls=True,
-            **kwargs,
-        )
+        # On implicit TLS the socket is TLS before the greeting: aiosmtpd must not offer or
+        # require STARTTLS there (it knows TLS only from STARTTLS).
+        with warnings.catch_warnings():
+            # "Requiring AUTH while not requiring TLS": on implicit TLS it is TLS throughout.
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(
+                cast(IntakeHandler, handler),
+                authenticator=_credentials_read,
+                auth_required=True,
+                auth_require_tls=not implicit_tls,
+                require_starttls=not implicit_tls,
+                **kwargs,
+            )
         self.submission = handler
 
     async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
@@ -311,8 +330,11 @@ class SubmissionServer:
         max_message_bytes: int,
         idle_timeout: float,
         max_connections_per_client: int,
+        implicit_tls: bool = False,
     ) -> None:
+        """``implicit_tls``: TLS from the first byte (port 465 style) instead of STARTTLS."""
         self.handler, self.host, self.port, self.tls = handler, host, port, tls
+        self.implicit_tls = implicit_tls
         self.max_bytes, self.idle_timeout = max_message_bytes, idle_timeout
         self.max_per_client = max_connections_per_client
         self.connections: Counter[str | None] = Counter()
@@ -328,15 +350,23 @@ class SubmissionServer:
             hostname=HOSTNAME,
             ident="inboxlog ESMTP submission",
             timeout=self.idle_timeout,
-            tls_context=self.tls,
+            tls_context=None if self.implicit_tls else self.tls,
+            implicit_tls=self.implicit_tls,
             decode_data=False,
         )
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._factory, host=self.host, port=self.port)
+        self.server = await loop.create_server(
+            self._factory,
+            host=self.host,
+            port=self.port,
+            ssl=self.tls if self.implicit_tls else None,
+            ssl_handshake_timeout=self.idle_timeout if self.implicit_tls else None,
+        )
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("SMTP submission listening on %s:%s", self.host, self.port)
+        how = "implicit TLS" if self.implicit_tls else "STARTTLS"
+        log.info("SMTP submission (%s) listening on %s:%s", how, self.host, self.port)
         return self.port
 
     async def drain_and_stop(self, timeout: float = 30.0) -> None:
@@ -360,17 +390,20 @@ def build_submission(
     queue: DeliveryQueue | None,
     *,
     port: int | None = None,
+    implicit_tls: bool = False,
 ) -> SubmissionServer:
-    """The listener on ``settings.smtp_host:submission_port`` (``port`` overrides, 0 for an
-    ephemeral one); ConfigError without a port or a certificate: credentials never go in the
-    clear."""
-    port = settings.submission_port if port is None else port
+    """The listener on ``settings.smtp_host:submission_port`` — or, with ``implicit_tls``,
+    ``submission_tls_port`` (``port`` overrides, 0 for an ephemeral one); ConfigError without
+    a port or a certificate: credentials never go in the clear."""
+    variable = "INBOXLOG_SUBMISSION_TLS_PORT" if implicit_tls else "INBOXLOG_SUBMISSION_PORT"
     if port is None:
-        raise ConfigError("INBOXLOG_SUBMISSION_PORT is not set")
+        port = settings.submission_tls_port if implicit_tls else settings.submission_port
+    if port is None:
+        raise ConfigError(f"{variable} is not set")
     tls = tls_context(settings)
     if tls is None:
         raise ConfigError(
-            "INBOXLOG_SUBMISSION_PORT needs INBOXLOG_SMTP_TLS_CERT (and INBOXLOG_SMTP_TLS_KEY): "
+            f"{variable} needs INBOXLOG_SMTP_TLS_CERT (and INBOXLOG_SMTP_TLS_KEY): "
             "the submission listener takes passwords only over TLS"
         )
     handler = SubmissionHandler(
@@ -387,4 +420,5 @@ def build_submission(
         max_message_bytes=settings.max_message_bytes,
         idle_timeout=settings.smtp_idle_timeout,
         max_connections_per_client=settings.smtp_max_connections_per_client,
+        implicit_tls=implicit_tls,
     )
