@@ -82,6 +82,10 @@ def oauth_client(
         scope=provider.scope,
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
+        # Authlib refuses to use a token within ``leeway`` seconds of its expiry (60 by
+        # default): a provider's 40-second token would be unusable the moment it arrives.
+        # Our refresh schedule (shared/oauth/tokens.py) decides when a token is too old.
+        leeway=0,
         transport=VettedTransport(allowed, resolver, ctx),
         timeout=TIMEOUT,
         trust_env=False,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from authlib.integrations.base_client import InvalidTokenError
 from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -42,7 +43,11 @@ def mailbox_identity(
 ) -> Identity:
     """The mailbox address of a fresh token response (``client`` carries that token)."""
     if provider.userinfo_url:
-        return identity_from_claims(_json(client.get(provider.userinfo_url)), microsoft=False)
+        try:
+            answer = client.get(provider.userinfo_url)
+        except InvalidTokenError:  # Authlib's: the token expired before we could use it
+            raise IdentityError("the provider's access token had already expired") from None
+        return identity_from_claims(_json(answer), microsoft=False)
     claims = _id_token_claims(client, provider, token.get("id_token"))
     return identity_from_claims(claims, microsoft=provider.name == "microsoft")
 

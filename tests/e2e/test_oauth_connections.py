@@ -1,5 +1,5 @@
 """OAuth connections end to end (§10): the API process, a poller and a worker on PostgreSQL and
-Redis; a local OAuth 2 / OpenID server (tests/support/oauth_server.py) with 90-second access
+Redis; a local OAuth 2 / OpenID server (tests/support/oauth_server.py) with 40-second access
 tokens and refresh-token rotation; a private Dovecot whose oauth2 passdb checks every XOAUTH2
 login against that server's introspection endpoint — so a lost, stale or revoked token fails
 for real.
@@ -34,7 +34,7 @@ from tests.support.oauth_flow import callback, consent, make_due, provider_env, 
 from tests.support.oauth_server import LocalOAuthServer
 from tests.support.stack import Stack, make_stack, redis_broker_url, wait_for
 
-TTL = 90  # seconds an access token lives: refreshed at half its life (§10)
+TTL = 40  # seconds an access token lives: refreshed at half its life (§10)
 STARTUP = 120.0
 SETTLE = 60.0
 _seq = itertools.count(1)

@@ -166,3 +166,22 @@ def test_a_provider_down_at_the_callback_connects_nothing_and_says_so(
         status == 502 and "oauth_provider_unavailable" in page and "Nothing was connected" in page
     )
     assert _connections(api, admin) == 0
+
+
+def test_short_lived_tokens_connect_and_an_expired_one_is_refused_in_words(
+    oauth_api: tuple[Api, str], server: LocalOAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token good for 30 s is good: it is used at once (Authlib's client would refuse any
+    token within 60 s of expiry). One already expired on arrival connects nothing — a 400
+    page that says so, not a 500."""
+    api, admin = oauth_api
+    monkeypatch.setattr(server, "access_token_ttl", 30)
+    server.next_consent("brief@ours.example")
+    status, page = _callback(api, consent(_start(api, admin, provider="local", kind="personal")))
+    assert status == 200 and "brief@ours.example is connected" in page
+    monkeypatch.setattr(server, "access_token_ttl", -1)
+    server.next_consent("stale@ours.example")
+    status, page = _callback(api, consent(_start(api, admin, provider="local", kind="personal")))
+    assert status == 400 and "oauth_identity_unavailable" in page, page
+    assert "Nothing was connected" in page
+    assert _connections(api, admin) == 1
