@@ -3,13 +3,14 @@ the click redirect — which anyone's mail client calls, thousands of times a se
 campaign's peak.
 
 They are served here, in front of the API's router, as a plain ASGI lane: no routing through
-a hundred routes, no dependency injection, no thread hop for a known token. Known links come
-from memory (:class:`LinkCache`) and events are written in batches by one thread
-(:class:`EventWriter`); a hit is answered once its event is stored.
+a hundred routes, no dependency injection, no thread per request. Tokens are read and events
+written in batches by one thread (:class:`HitRecorder`), known links kept in memory
+(:class:`LinkCache`); a hit is answered once its event is stored.
 
 An unknown or altered token answers 404 — never a redirect, so these routes are no open
 redirect. A client over its rate gets 429 and records nothing. When the database cannot take
-the event, a pixel answers 503; a click still takes its reader where the link goes.
+the event, a pixel answers 503; a click still takes its reader where the link goes when its
+link is known (else 503 too).
 """
 
 from __future__ import annotations
@@ -18,17 +19,16 @@ import base64
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.clients import RateLimiter, client_ip
 from gateway.api.context import ApiContext
 from gateway.api.link_cache import LinkCache
-from gateway.api.tracking_writer import EventWriter, Overloaded
+from gateway.api.tracking_writer import Hit, HitRecorder, Outcome, Overloaded
 from shared.db.base import utcnow
-from shared.db.engine import single_read
+from shared.db.engine import make_engine, make_session_factory
 from shared.networks import Networks
-from shared.services import tracking as svc
+from shared.services.tracking import MAX_TOKEN
 
 # A transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -47,11 +47,21 @@ class TrackingState:
     proxies: Networks
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(RATE_PER_SECOND, BURST))
     links: LinkCache = field(default_factory=LinkCache)
-    writer: EventWriter = field(init=False)
+    recorder: HitRecorder = field(init=False)
 
     def __post_init__(self) -> None:
-        self.writer = EventWriter(self.ctx.sessions)
-        self.ctx.closers.append(self.writer.close)
+        # The recorder's own connection, kept between batches: no pool checkout and no
+        # liveness ping per batch (a connection that died is replaced after its error).
+        bind = self.ctx.sessions.kw["bind"]
+        engine = make_engine(
+            bind.url.render_as_string(hide_password=False),
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=False,
+        )
+        self.recorder = HitRecorder(make_session_factory(engine))
+        self.ctx.closers.append(engine.dispose)
+        self.ctx.closers.append(self.recorder.close)  # runs first: writes what is queued
 
 
 class TrackingLane:
@@ -79,40 +89,30 @@ class TrackingLane:
         if not state.limiter.allow(ip):
             await _answer(send, 429, [(b"retry-after", b"1")])
             return
-        link = await self._link(token)
-        if link is None or link.kind != kind:
+        if not token or len(token) > MAX_TOKEN or "/" in token:
             await _answer(send, 404, NO_STORE)
             return
-        pending = svc.PendingHit(link, scope["method"], headers, ip, utcnow())
+        hit = Hit(token, kind, state.links.get(token), scope["method"], headers, ip, utcnow())
         try:
-            stored = await state.writer.record(pending)
+            outcome = await state.recorder.record(hit)
         except Overloaded:
-            stored = False
-        if kind == "open":
-            if stored:
-                await _answer(send, 200, [*NO_STORE, (b"content-type", b"image/gif")], PIXEL)
-            else:
+            outcome = Outcome(hit.link, error=True)
+        link = outcome.link
+        if link is not None:
+            state.links.put(link)
+        if link is None or (kind == "open" and outcome.error):
+            if outcome.error:
                 await _answer(send, 503, [*NO_STORE, (b"retry-after", b"1")])
+            else:
+                await _answer(send, 404, NO_STORE)
+            return
+        if kind == "open":
+            await _answer(send, 200, [*NO_STORE, (b"content-type", b"image/gif")], PIXEL)
             return
         # A click that could not be recorded still takes its reader where the link goes.
         assert link.url is not None  # click links always carry their destination
         location = quote(link.url, safe=":/%#?=@[]!$&'()*+,;~").encode("ascii")
         await _answer(send, 302, [*NO_STORE, (b"location", location)])
-
-    async def _link(self, token: str) -> svc.Link | None:
-        if not token or len(token) > svc.MAX_TOKEN:
-            return None
-        link = self.state.links.get(token)
-        if link is None:
-            link = await run_in_threadpool(_read_link, self.state.ctx, token)
-            if link is not None:
-                self.state.links.put(link)
-        return link
-
-
-def _read_link(ctx: ApiContext, token: str) -> svc.Link | None:
-    with single_read(ctx.sessions) as conn:
-        return svc.resolve(conn, token)
 
 
 async def _answer(

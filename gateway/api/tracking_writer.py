@@ -1,13 +1,16 @@
-"""Tracking hits written in batches (§9: the tracking endpoints are cheap).
+"""Tracking hits resolved and written in batches (§9: the tracking endpoints are cheap).
 
-Requests hand their hit to one writer thread and wait for the commit that holds it: a
-request is answered once its event is stored, yet a thousand requests cost a handful of
-transactions instead of a thousand. Batches form by themselves: while one commits, the next
-gathers — no timer, so a lone hit is written at once.
+Requests hand their hit to one thread and wait for the transaction that holds it: that
+transaction reads the tokens not known yet (one query for the batch), records every hit of a
+known token (one insert for the batch) and commits. A request is answered once its event is
+stored, yet a thousand requests cost a handful of transactions instead of a thousand — and a
+token seen for the first time, the common case (a reader opens a message once or twice),
+costs no query of its own. Batches form by themselves: while one commits, the next gathers —
+no timer, so a lone hit is written at once.
 
 A batch that fails is retried one hit per transaction, so one bad hit (its outbox deleted
 since the token was read, say) loses only itself. At most ``max_pending`` hits wait; past that
-:meth:`EventWriter.record` refuses at once (the caller answers 503) instead of queueing
+:meth:`HitRecorder.record` refuses at once (the caller answers 503) instead of queueing
 without bound behind a slow database.
 """
 
@@ -18,23 +21,45 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import transaction
-from shared.services.tracking import PendingHit, record_hits
+from shared.services.tracking import Link, PendingHit, record_hits, resolve
 
 log = logging.getLogger(__name__)
 
-Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+
+@dataclass(frozen=True)
+class Hit:
+    """A request on ``/t/{o,c}/{token}``; ``link`` when the token is known already."""
+
+    token: str
+    kind: str  # open | click
+    link: Link | None
+    method: str
+    headers: Mapping[str, str]  # lower-case names
+    client_ip: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    link: Link | None  # None: no such token of this kind (404) — or unknown, on ``error``
+    error: bool = False  # the database did not take it: nothing recorded
+
+
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
 
 
 class Overloaded(Exception):
     """Too many hits are waiting for the database."""
 
 
-class EventWriter:
+class HitRecorder:
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -45,15 +70,14 @@ class EventWriter:
     ) -> None:
         self._sessions, self._record = sessions, record
         self.max_batch, self.max_pending = max_batch, max_pending
-        self._queue: queue.SimpleQueue[tuple[PendingHit, Waiter] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Hit, Waiter] | None] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.batches = 0  # transactions committed (for tests and metrics)
 
-    async def record(self, hit: PendingHit) -> bool:
-        """Store ``hit``; True once committed, False when the database refused it.
-        Raises :class:`Overloaded` when too many hits are already waiting."""
+    async def record(self, hit: Hit) -> Outcome:
+        """Resolve and store ``hit``; answers once committed (or refused). Raises
+        :class:`Overloaded` when too many hits are already waiting."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise Overloaded
@@ -64,7 +88,7 @@ class EventWriter:
                 )
                 self._thread.start()
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
+        done: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put((hit, (loop, done)))
         return await done
 
@@ -96,41 +120,53 @@ class EventWriter:
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[PendingHit, Waiter]]) -> None:
+    def _write(self, batch: list[tuple[Hit, Waiter]]) -> None:
         hits = [hit for hit, _ in batch]
         try:
-            self._commit(hits)
-            outcomes = [True] * len(batch)
+            outcomes = self._commit(hits)
         except Exception:  # retried one by one below; each failure is logged
             outcomes = [self._write_one(hit) for hit in hits]
         with self._lock:
             self._pending -= len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], bool]]] = {}
-        for (_, (loop, future)), ok in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append((future, ok))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome]]]
+        by_loop = {}
+        for (_, (loop, future)), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
         for loop, results in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, results)
 
-    def _write_one(self, hit: PendingHit) -> bool:
+    def _write_one(self, hit: Hit) -> Outcome:
         try:
-            self._commit([hit])
-            return True
+            return self._commit([hit])[0]
         except Exception as exc:  # one hit lost, reported; the rest go on
-            log.warning(
-                "tracking event not recorded (outbox %s): %s",
-                hit.link.outbox_id,
-                type(exc).__name__,
-            )
-            return False
+            log.warning("tracking event not recorded: %s", type(exc).__name__)
+            return Outcome(hit.link, error=True)
 
-    def _commit(self, hits: Sequence[PendingHit]) -> None:
+    def _commit(self, hits: Sequence[Hit]) -> list[Outcome]:
         with transaction(self._sessions) as session:
-            self._record(session=session, hits=hits)
-        self.batches += 1
+            found = resolve(session, [h.token for h in hits if h.link is None])
+            links = [h.link or found.links.get(h.token) for h in hits]
+            known = [
+                (hit, link)
+                for hit, link in zip(hits, links, strict=True)
+                if link is not None and link.kind == hit.kind
+            ]
+            self._record(
+                session=session,
+                hits=[
+                    PendingHit(link, hit.method, hit.headers, hit.client_ip, hit.at)
+                    for hit, link in known
+                ],
+                opted_out=found.opted_out,
+            )
+        return [
+            Outcome(link if link is not None and link.kind == hit.kind else None)
+            for hit, link in zip(hits, links, strict=True)
+        ]
 
 
-def _settle(results: list[tuple[asyncio.Future[bool], bool]]) -> None:
-    for future, ok in results:
+def _settle(results: list[tuple[asyncio.Future[Outcome], Outcome]]) -> None:
+    for future, outcome in results:
         if not future.done():  # a request that was cancelled no longer waits
-            future.set_result(ok)
+            future.set_result(outcome)

@@ -2,16 +2,16 @@
 batches, telling machines from people, and what the API shows (events, the email's tracking
 summary).
 
-:func:`resolve` is one indexed read (the token with its copy and outbox). :func:`record_hits`
-writes a batch in one transaction: one read of the batch's opted-out recipients, one insert of
-its opens, and per click a read of its copy's links and last seconds of clicks (both indexed,
-bounded) to spot a scanner clicking every link at once. Events of a recipient who opted out
+:func:`resolve` reads a batch's tokens (with their copy and outbox) in one indexed read.
+:func:`record_hits` writes a batch in one transaction: one read of its opted-out recipients,
+two of its clicked copies' links and last seconds of clicks (indexed, bounded: a scanner
+clicking every link at once is a burst), and one insert. Events of a recipient who opted out
 are not recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -57,12 +57,22 @@ class PendingHit:
     at: datetime  # aware UTC
 
 
-def resolve(conn: sa.Connection, token: str) -> Link | None:
-    """The link of ``token``; None for an unknown one (the caller answers 404)."""
-    if not token or len(token) > MAX_TOKEN:
-        return None
-    row = conn.execute(
+@dataclass(frozen=True)
+class Resolved:
+    links: dict[str, Link]  # by token; an unknown token is absent (the caller answers 404)
+    # (account, recipient) of those links → has that contact opted out (read in passing)
+    opted_out: dict[tuple[int, str], bool]
+
+
+def resolve(session: Session, tokens: Collection[str]) -> Resolved:
+    """The links of ``tokens`` that exist, and whether their recipients opted out: one
+    indexed read."""
+    wanted = sorted({t for t in tokens if t and len(t) <= MAX_TOKEN})
+    if not wanted:
+        return Resolved({}, {})
+    rows = session.execute(
         sa.select(
+            TrackingLink.token,
             TrackingLink.kind,
             TrackingLink.url,
             TrackingLink.outbox_id,
@@ -70,27 +80,46 @@ def resolve(conn: sa.Connection, token: str) -> Link | None:
             Outbox.account_id,
             TrackingLink.recipient,
             OutboxCopy.accepted_at,
+            Contact.tracking_opt_out,
         )
         .join(OutboxCopy, OutboxCopy.id == TrackingLink.copy_id)
         .join(Outbox, Outbox.id == TrackingLink.outbox_id)
-        .where(TrackingLink.token == token)
-    ).first()
-    if row is None:
-        return None
-    kind, url, outbox_id, copy_id, account_id, recipient, accepted_at = row
-    if kind == "open":
-        return Link(token, "open", url, outbox_id, copy_id, account_id, recipient, accepted_at)
-    if kind != "click":
-        return None
-    return Link(token, "click", url, outbox_id, copy_id, account_id, recipient, accepted_at)
+        .outerjoin(
+            Contact,
+            sa.and_(
+                Contact.account_id == Outbox.account_id, Contact.email == TrackingLink.recipient
+            ),
+        )
+        .where(TrackingLink.token.in_(wanted))
+    )
+    found = Resolved({}, {})
+    for token, kind, url, outbox_id, copy_id, account_id, recipient, accepted_at, out in rows:
+        found.opted_out[(account_id, recipient)] = bool(out)
+        if kind == "open":
+            found.links[token] = Link(
+                token, "open", url, outbox_id, copy_id, account_id, recipient, accepted_at
+            )
+        elif kind == "click":
+            found.links[token] = Link(
+                token, "click", url, outbox_id, copy_id, account_id, recipient, accepted_at
+            )
+    return found
 
 
-def record_hits(*, session: Session, hits: Sequence[PendingHit]) -> int:
+def record_hits(
+    *,
+    session: Session,
+    hits: Sequence[PendingHit],
+    opted_out: Mapping[tuple[int, str], bool] | None = None,
+) -> int:
     """Record ``hits`` in the caller's transaction, in order; answers how many were recorded
-    (the rest were of recipients who opted out). A click is judged with every click before
-    it, those of this batch included."""
-    opted_out = _opted_out(session, {(h.link.account_id, h.link.recipient) for h in hits})
-    wanted = [h for h in hits if (h.link.account_id, h.link.recipient) not in opted_out]
+    (the rest were of recipients who opted out). ``opted_out``: what this transaction read
+    already (:func:`resolve`); the other recipients are read here. A click is judged with
+    every click before it, those of this batch included."""
+    known = dict(opted_out or {})
+    unknown = {(h.link.account_id, h.link.recipient) for h in hits} - known.keys()
+    out = {pair for pair, flag in known.items() if flag} | _opted_out(session, unknown)
+    wanted = [h for h in hits if (h.link.account_id, h.link.recipient) not in out]
     clicks = _recent_clicks(session, [h for h in wanted if h.link.kind == "click"])
     rows: list[dict[str, Any]] = []
     bursts: dict[int, datetime] = {}  # copy → the earliest click a completed burst covers
@@ -108,17 +137,17 @@ def record_hits(*, session: Session, hits: Sequence[PendingHit]) -> int:
         if link.kind == "open":
             rows.append(_event_row(pending, machine_reason(hit)))
             continue
-        known = clicks[link.copy_id]
-        seen = known.seen()
+        copy = clicks[link.copy_id]
+        seen = copy.seen()
         burst = scanner_burst(hit, seen)
         if burst:  # the earlier clicks of a completed burst were the scanner's too
             since = min(at for _, at in burst)
             bursts[link.copy_id] = min(since, bursts.get(link.copy_id, since))
-            for row in known.batch_rows:
+            for row in copy.batch_rows:
                 if row["at"] >= since:
                     row["machine"], row["reason"] = True, "scanner"
         row = _event_row(pending, machine_reason(hit, seen))
-        known.add(row)
+        copy.add(row)
         rows.append(row)
     for copy_id, since in bursts.items():
         session.execute(

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.api.clients import RateLimiter
 from gateway.api.context import ApiContext
 from gateway.api.tracking_lane import TrackingLane
-from gateway.api.tracking_writer import EventWriter, Overloaded
+from gateway.api.tracking_writer import Hit, HitRecorder, Outcome, Overloaded
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
-from shared.db.engine import make_engine, make_session_factory, single_read
-from shared.db.models import OutboxCopy, TrackingEvent, TrackingLink, User
+from shared.db.engine import make_engine, make_session_factory
+from shared.db.models import Contact, OutboxCopy, TrackingEvent, TrackingLink, User
 from shared.principal import Principal
 from shared.services import outbound
 from shared.services import tracking as svc
@@ -80,13 +80,23 @@ def _tracked(
     return found
 
 
-def _pending(sessions: sessionmaker[Session], token: str) -> svc.PendingHit:
-    with single_read(sessions) as conn:
-        link = svc.resolve(conn, token)
+FIREFOX = {"user-agent": "Mozilla/5.0 (X11) Firefox/130.0"}
+
+
+def _link(sessions: sessionmaker[Session], token: str) -> svc.Link:
+    with sessions() as s:
+        link = svc.resolve(s, [token]).links.get(token)
     assert link is not None
-    return svc.PendingHit(
-        link, "GET", {"user-agent": "Mozilla/5.0 (X11) Firefox/130.0"}, None, utcnow()
-    )
+    return link
+
+
+def _pending(sessions: sessionmaker[Session], token: str) -> svc.PendingHit:
+    return svc.PendingHit(_link(sessions, token), "GET", FIREFOX, None, utcnow())
+
+
+def _hit(token: str, kind: str = "open", link: svc.Link | None = None) -> Hit:
+    """A request as the lane hands it over (``link``: the token was known already)."""
+    return Hit(token, kind, link, "GET", FIREFOX, None, utcnow())
 
 
 def _events(sessions: sessionmaker[Session], token: str) -> int:
@@ -110,68 +120,79 @@ class Gate:
         self.entered, self.release = threading.Event(), threading.Event()
         self.sizes: list[int] = []
 
-    def __call__(self, *, session: Session, hits: Any) -> int:
+    def __call__(self, *, session: Session, hits: Any, opted_out: Any) -> int:
         self.sizes.append(len(hits))
         self.entered.set()
         assert self.release.wait(30)
-        return svc.record_hits(session=session, hits=hits)
+        return svc.record_hits(session=session, hits=hits, opted_out=opted_out)
 
 
 def test_hits_wait_for_their_commit_and_share_it(sessions: sessionmaker[Session]) -> None:
-    open_token = _tracked(sessions)["open"][0]
+    """Fifty requests, none of whose tokens was known: two transactions — each reading its
+    batch's tokens and recording its hits — and nobody answered before a commit."""
+    tokens = _tracked(sessions)
     gate = Gate()
-    writer = EventWriter(sessions, record=gate)
+    recorder = HitRecorder(sessions, record=gate)
 
-    async def main() -> list[bool]:
-        first = asyncio.ensure_future(writer.record(_pending(sessions, open_token)))
-        await asyncio.to_thread(gate.entered.wait, 30)  # the writer holds batch 1
+    async def main() -> list[Outcome]:
+        first = asyncio.ensure_future(recorder.record(_hit(tokens["open"][0])))
+        await asyncio.to_thread(gate.entered.wait, 30)  # the recorder holds batch 1
         rest = [
-            asyncio.ensure_future(writer.record(_pending(sessions, open_token))) for _ in range(49)
+            asyncio.ensure_future(recorder.record(_hit(t, kind)))
+            for t, kind in [(tokens["open"][0], "open")] * 46
+            + [
+                (tokens["click"][0], "click"),
+                ("no-such-token", "open"),
+                (tokens["open"][0], "click"),
+            ]
         ]
         await asyncio.sleep(0)  # each has queued its hit and waits
-        assert not any(f.done() for f in [first, *rest])  # nobody answered before a commit
+        assert not any(f.done() for f in [first, *rest])
         gate.release.set()
         return await asyncio.gather(first, *rest)
 
-    assert asyncio.run(main()) == [True] * 50
-    writer.close()
-    assert gate.sizes == [1, 49]  # two transactions for fifty hits
-    assert _events(sessions, open_token) == 50
+    outcomes = asyncio.run(main())
+    recorder.close()
+    assert gate.sizes == [1, 47]  # two transactions; 49 hits less the unknown, the mismatched
+    assert all(o.link is not None and o.link.token == tokens["open"][0] for o in outcomes[:47])
+    click = outcomes[47].link
+    assert click is not None and click.url == "https://shop.example/a"
+    assert outcomes[48:] == [Outcome(None), Outcome(None)]  # 404s: unknown, and a pixel as a link
+    assert _events(sessions, tokens["open"][0]) == 47
 
 
 def test_a_bad_hit_loses_only_itself(sessions: sessionmaker[Session]) -> None:
     token = _tracked(sessions)["open"][0]
-    good = _pending(sessions, token)
-    gone = replace(good, link=replace(good.link, outbox_id=10**9))  # its outbox deleted since
-    gate = Gate()
-    gate.release.set()
-    writer = EventWriter(sessions, record=gate)
+    known = _link(sessions, token)
+    gone = replace(known, outbox_id=10**9)  # its outbox deleted since the token was read
+    recorder = HitRecorder(sessions)
 
-    async def main() -> list[bool]:
-        return await asyncio.gather(*(writer.record(h) for h in (good, gone, good)))
+    async def main() -> list[Outcome]:
+        hits = (_hit(token), _hit(token, link=gone), _hit(token, link=known))
+        return await asyncio.gather(*(recorder.record(h) for h in hits))
 
-    assert asyncio.run(main()) == [True, False, True]
-    writer.close()
+    assert asyncio.run(main()) == [Outcome(known), Outcome(gone, error=True), Outcome(known)]
+    recorder.close()
     assert _events(sessions, token) == 2
 
 
 def test_what_waits_is_bounded(sessions: sessionmaker[Session]) -> None:
     token = _tracked(sessions)["open"][0]
     gate = Gate()
-    writer = EventWriter(sessions, record=gate, max_pending=2)
+    recorder = HitRecorder(sessions, record=gate, max_pending=2)
 
     async def main() -> None:
-        first = asyncio.ensure_future(writer.record(_pending(sessions, token)))
+        first = asyncio.ensure_future(recorder.record(_hit(token)))
         await asyncio.to_thread(gate.entered.wait, 30)
-        second = asyncio.ensure_future(writer.record(_pending(sessions, token)))
+        second = asyncio.ensure_future(recorder.record(_hit(token)))
         await asyncio.sleep(0)
         with pytest.raises(Overloaded):
-            await writer.record(_pending(sessions, token))
+            await recorder.record(_hit(token))
         gate.release.set()
-        assert await asyncio.gather(first, second) == [True, True]
+        assert all(o.link is not None for o in await asyncio.gather(first, second))
 
     asyncio.run(main())
-    writer.close()
+    recorder.close()
     assert _events(sessions, token) == 2
 
 
@@ -212,7 +233,7 @@ def test_the_lane_answers(db_url: str, sessions: sessionmaker[Session], tmp_path
     assert client.post(f"/t/o/{tokens['open'][0]}").status_code == 405
     assert client.get("/t/x/abc").status_code == 404  # passed on to the app
     assert _events(sessions, tokens["open"][0]) == 2
-    lane.state.writer.close()
+    lane.state.recorder.close()
 
 
 def test_when_the_database_refuses_a_pixel_says_so_and_a_click_still_goes(
@@ -235,7 +256,7 @@ def test_when_the_database_refuses_a_pixel_says_so_and_a_click_still_goes(
             s.execute(sa.text("ALTER TABLE tracking_events_away RENAME TO tracking_events"))
     assert client.get(f"/t/o/{tokens['open'][0]}").status_code == 200
     assert _events(sessions, tokens["open"][0]) == 2
-    lane.state.writer.close()
+    lane.state.recorder.close()
 
 
 def test_a_client_over_its_rate_records_nothing(
@@ -247,7 +268,7 @@ def test_a_client_over_its_rate_records_nothing(
     answers = [client.get(f"/t/o/{token}").status_code for _ in range(4)]
     assert answers == [200, 200, 429, 429]
     assert _events(sessions, token) == 2
-    lane.state.writer.close()
+    lane.state.recorder.close()
 
 
 def test_a_click_link_is_read_again_until_its_copy_is_accepted(
@@ -267,7 +288,7 @@ def test_a_click_link_is_read_again_until_its_copy_is_accepted(
     assert client.get(f"/t/c/{token}", follow_redirects=False).status_code == 302
     cached = lane.state.links.get(token)
     assert cached is not None and cached.accepted_at is not None
-    lane.state.writer.close()
+    lane.state.recorder.close()
 
 
 def _clicks(sessions: sessionmaker[Session], token: str) -> list[tuple[bool, str | None]]:
@@ -305,3 +326,38 @@ def test_a_scanner_burst_is_seen_across_batches_and_within_one(
     _record(sessions, *(_pending(sessions, t) for t in within))
     assert _clicks(sessions, within[0]) == [(True, "scanner"), (True, "scanner")]
     assert _clicks(sessions, person[0]) == [(False, None)]  # other copies untouched
+
+
+def test_a_recipient_who_opted_out_is_not_recorded_known_token_or_not(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Opt-out is read with the token when the token is new to this process, and on its own
+    when the token was known already: neither records."""
+    tokens = _tracked(sessions)
+    known = _link(sessions, tokens["open"][0])
+    with sessions() as s, s.begin():  # the recipient opts out (a contact by now, or made so)
+        s.execute(
+            sa.update(Contact)
+            .where(Contact.account_id == known.account_id, Contact.email == known.recipient)
+            .values(tracking_opt_out=True)
+        )
+        if not s.scalar(sa.select(Contact.id).where(Contact.email == known.recipient)):
+            s.add(
+                Contact(account_id=known.account_id, email=known.recipient, tracking_opt_out=True)
+            )
+    recorder = HitRecorder(sessions)
+
+    async def main() -> list[Outcome]:
+        return [
+            await recorder.record(_hit(tokens["open"][0])),  # new: read with the token
+            await recorder.record(_hit(tokens["open"][0], link=known)),  # known: read apart
+        ]
+
+    assert asyncio.run(main()) == [Outcome(known), Outcome(known)]  # answered all the same
+    recorder.close()
+    assert _events(sessions, tokens["open"][0]) == 0
+    other = _tracked(sessions)["open"][0]  # someone who did not opt out
+    recorder = HitRecorder(sessions)
+    asyncio.run(recorder.record(_hit(other)))
+    recorder.close()
+    assert _events(sessions, other) == 1
