@@ -95,6 +95,21 @@ def single_read(factory: sessionmaker[Session]) -> Iterator[sa.Connection]:
         yield session.connection()
 
 
+@contextmanager
+def single_write(factory: sessionmaker[Session]) -> Iterator[sa.Connection]:
+    """A connection for one statement that commits on its own: on PostgreSQL in autocommit
+    (one round trip: no BEGIN, no COMMIT, no Session); on SQLite one short transaction (the
+    engine's BEGIN IMMEDIATE, the statement, COMMIT)."""
+    engine = factory.kw.get("bind")
+    assert isinstance(engine, sa.Engine)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    with engine.begin() as conn:
+        yield conn
+
+
 def rowcount(result: sa.Result[Any]) -> int:
     """The rows an UPDATE or DELETE run through ``Session.execute`` matched: its result is a
     CursorResult, though SQLAlchemy types it as any Result."""

@@ -219,7 +219,7 @@ def test_queued_entries_of_a_connection_share_one_session(
     sessions: sessionmaker[Session], upstream: UpstreamSmtp
 ) -> None:
     ids, deps = _queue_many(sessions, upstream, 5)
-    assert deliver(ids[0], deps, batch=4) == {i: "sent" for i in ids[:4]}
+    assert deliver(ids[0], deps, batch=4, sessions=1) == {i: "sent" for i in ids[:4]}
     used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids[:4]])
     assert len(used) == 4 and len(set(used)) == 1  # one session, one delivery each
     assert all(deliver(i, deps) == {} for i in ids[1:4])  # their own tasks find them taken
@@ -234,7 +234,7 @@ def test_a_refusal_midway_touches_only_its_message(
     kim1 = _row(sessions, ids[1]).recipients[0]["address"]
     upstream.script_recipient(kim1, ["550 5.1.1 No such user"])
     upstream.script(data=[None, None, "451 4.3.0 Try later"])  # kim0, kim2, then kim3
-    assert deliver(ids[0], deps) == {
+    assert deliver(ids[0], deps, sessions=1) == {
         ids[0]: "sent", ids[1]: "failed", ids[2]: "sent", ids[3]: "retrying"
     }  # fmt: skip
     assert _row(sessions, ids[1]).last_error == "550 5.1.1 No such user"
@@ -252,7 +252,9 @@ def test_a_broken_session_gives_the_rest_back_untried(
 ) -> None:
     ids, deps = _queue_many(sessions, upstream, 3)
     upstream.script(data=[None, DROP])  # the second message's DATA loses the connection
-    assert deliver(ids[0], deps) == {ids[0]: "sent", ids[1]: "retrying", ids[2]: "released"}
+    assert deliver(ids[0], deps, sessions=1) == {
+        ids[0]: "sent", ids[1]: "retrying", ids[2]: "released"
+    }  # fmt: skip
     third = _row(sessions, ids[2])
     assert third.status == "queued" and third.attempts == 0  # this attempt did not count
     assert deliver(ids[2], deps) == {ids[2]: "sent"}
@@ -261,3 +263,47 @@ def test_a_broken_session_gives_the_rest_back_untried(
     assert deliver(ids[1], deps) == {ids[1]: "sent"}
     for i in ids:
         assert len(_mine(upstream, _row(sessions, i).message_id)) == 1
+
+
+def test_the_sweeper_enqueues_one_of_a_connections_queued_entries_per_batch(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued entries whose task was lost: one task per batch of a connection's entries, as
+    one delivery takes the others along; a due retry still gets its own."""
+    import worker.outbound.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "BATCH", 3)
+    ids, deps = _queue_many(sessions, upstream, 7)
+    retry_id, _ = _queue(sessions, upstream)
+    long_ago = utcnow() - timedelta(hours=1)
+    with sessions() as s, s.begin():
+        s.execute(sa.update(Outbox).where(Outbox.id.in_(ids)).values(created_at=long_ago))
+        s.execute(
+            sa.update(Outbox)
+            .where(Outbox.id == retry_id)
+            .values(status="retrying", next_attempt_at=long_ago, created_at=long_ago)
+        )
+    sender = _Recorder()
+    sweep_mod.sweep_outbox(sessions, sender, older_than=60)  # type: ignore[arg-type]
+    ours = [i for i in sender.delivered if i in {*ids, retry_id}]  # the database is shared
+    assert ours == [ids[0], ids[3], ids[6], retry_id]
+    delivered = {}
+    for outbox_id in ours[:3]:
+        delivered.update(deliver(outbox_id, deps, batch=3, sessions=1))
+    assert delivered == {i: "sent" for i in ids}  # every queued one, each once
+    assert all(len(_mine(upstream, _row(sessions, i).message_id)) == 1 for i in ids)
+
+
+def test_a_delivery_opens_a_few_sessions_side_by_side(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    """Seven entries over three sessions: each message once, each session carrying its
+    share in turn; a refusal in one session touches no other."""
+    ids, deps = _queue_many(sessions, upstream, 7)
+    kim4 = _row(sessions, ids[4]).recipients[0]["address"]
+    upstream.script_recipient(kim4, ["550 5.1.1 No such user"])
+    statuses = deliver(ids[0], deps, sessions=3)
+    assert statuses == {**{i: "sent" for i in ids}, ids[4]: "failed"}
+    used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids if i != ids[4]])
+    assert len(used) == 6 and len(set(used)) == 3  # each sent once; the refused one never
+    assert not _mine(upstream, _row(sessions, ids[4]).message_id)

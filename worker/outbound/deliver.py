@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
-from shared.db.engine import rowcount
+from shared.db.engine import single_write
 from shared.db.models import Connection, Conversation, Outbox, OutboxCopy, StoredMessage
 from shared.netsafety import Resolver
 from shared.networks import Networks
@@ -36,7 +37,10 @@ from shared.outbound.smtp_client import DeliveryError, SmtpSession, SmtpSettings
 log = logging.getLogger("inboxlog.outbound")
 NO_CONNECTION = "no_connection: the connection was removed"
 
-BATCH = 50  # queued entries of one connection delivered over one SMTP session
+BATCH = 50  # queued entries of one connection taken by one delivery
+# Sessions a delivery opens side by side to the connection's server (providers allow a few
+# at once per mailbox: Microsoft 365 three, for one).
+SESSIONS = 3
 CLAIM_SECONDS = 300.0  # a sending worker that vanished gives the entry back after this
 FIRST_RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 3600.0
@@ -73,12 +77,14 @@ class _Entry:
         return self.row.id
 
 
-def deliver(outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH) -> dict[int, str]:
+def deliver(
+    outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH, sessions: int = SESSIONS
+) -> dict[int, str]:
     """Deliver what is left of entry ``outbox_id`` — and of up to ``batch - 1`` other queued
-    entries of the same connection, over the same SMTP session. Returns the status of each
-    entry taken: ``sent``, ``failed``, ``retrying`` (``next_attempt_at`` set, for the caller
-    to schedule), or ``released`` (given back untried when the session broke: the caller
-    enqueues it again). Empty when ``outbox_id`` was not due or someone else holds it."""
+    entries of the same connection, over up to ``sessions`` SMTP sessions at once. Returns the
+    status of each entry taken: ``sent``, ``failed``, ``retrying`` (``next_attempt_at`` set,
+    for the caller to schedule), or ``released`` (given back untried when the session broke:
+    the caller enqueues it again). Empty when ``outbox_id`` was not due or someone else holds it."""
     now = deps.clock()
     if not _claim(deps.sessions, outbox_id, now):
         return {}
@@ -97,6 +103,26 @@ def deliver(outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH) -> dict[i
         return {e.id: _finish(deps, e.id, "failed", exc.last_error) for e in entries}
     except TokenUnavailable as exc:
         return {e.id: _retry(deps, e.row, exc.last_error) for e in entries}
+    # Up to SESSIONS sessions side by side, each carrying its share of the entries in turn:
+    # a copy's SMTP transaction and its commit are waits, which other sessions fill.
+    shares = [entries[i::sessions] for i in range(min(sessions, len(entries)))]
+    statuses: dict[int, str] = {}
+    if len(shares) == 1:
+        statuses.update(_over_one_session(deps, settings, shares[0]))
+    else:
+        with ThreadPoolExecutor(len(shares), thread_name_prefix="smtp-session") as pool:
+            for found in pool.map(lambda share: _over_one_session(deps, settings, share), shares):
+                statuses.update(found)
+    done = [e.id for e in entries if e.id not in statuses]
+    statuses.update(_complete(deps, done))
+    return statuses
+
+
+def _over_one_session(
+    deps: DeliveryDeps, settings: SmtpSettings, entries: list[_Entry]
+) -> dict[int, str]:
+    """Send ``entries`` in turn over one session; the status of each entry that ended other
+    than answered (every copy answered: the caller completes it)."""
     statuses: dict[int, str] = {}
     try:
         with smtp_session(
@@ -123,8 +149,6 @@ def deliver(outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH) -> dict[i
                     if exc.temporary
                     else _finish(deps, entry.id, "failed", exc.last_error)
                 )
-    done = [e.id for e in entries if e.id not in statuses]
-    statuses.update(_complete(deps, done))
     return statuses
 
 
@@ -149,8 +173,8 @@ def _send_entry(deps: DeliveryDeps, smtp: SmtpSession, entry: _Entry) -> tuple[s
 
 
 def _claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> bool:
-    with sessions() as session, session.begin():
-        taken = session.execute(
+    with single_write(sessions) as conn:
+        taken = conn.execute(
             sa.update(Outbox)
             .where(
                 Outbox.id == outbox_id,
@@ -169,7 +193,7 @@ def _claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> bo
                 claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
             )
         )
-        return rowcount(taken) == 1
+        return taken.rowcount == 1
 
 
 def _claim_companions(
@@ -179,30 +203,30 @@ def _claim_companions(
     tasks then find them taken). Never retrying ones: those keep their backoff."""
     if limit <= 0:
         return []
-    with sessions() as session, session.begin():
-        due = session.scalars(
-            sa.select(Outbox.id)
-            .where(
-                Outbox.connection_id == connection_id,
-                Outbox.status == "queued",
-                Outbox.id != outbox_id,
-            )
-            .order_by(Outbox.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not due:
-            return []
-        taken = session.execute(
+    due = (
+        sa.select(Outbox.id)
+        .where(
+            Outbox.connection_id == connection_id,
+            Outbox.status == "queued",
+            Outbox.id != outbox_id,
+        )
+        .order_by(Outbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL: rows another claim holds are skipped
+        # A CTE, evaluated once: a LIMIT subquery inside IN may be run again by the planner
+        # and take more rows than the limit.
+        .cte("due")
+    )
+    with single_write(sessions) as conn:  # one statement
+        taken = conn.execute(
             sa.update(Outbox)
-            .where(Outbox.id.in_(due), Outbox.status == "queued")
+            .where(Outbox.id.in_(sa.select(due.c.id)), Outbox.status == "queued")
             .values(
                 status="sending",
                 attempts=Outbox.attempts + 1,
                 claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
             )
             .returning(Outbox.id)
-            .execution_options(synchronize_session=False)
         )
         return sorted(taken.scalars())
 
@@ -216,6 +240,7 @@ def _load(sessions: sessionmaker[Session], ids: list[int]) -> list[_Entry]:
             sa.select(OutboxCopy)
             .where(OutboxCopy.outbox_id.in_(ids), OutboxCopy.status == "pending")
             .order_by(OutboxCopy.id)
+            .options(undefer(OutboxCopy.raw))  # in this one read, not one read per copy
         ):
             copies[copy.outbox_id].append(copy)
             raws[copy.id] = copy.raw
@@ -245,8 +270,9 @@ def _smtp_settings(conn: Connection, deps: DeliveryDeps) -> SmtpSettings:
 
 
 def _copy_done(deps: DeliveryDeps, copy_id: int, status: str, reply: str) -> None:
-    with deps.sessions() as session, session.begin():
-        session.execute(
+    """Committed before the next copy goes: one statement, committed on its own."""
+    with single_write(deps.sessions) as conn:
+        conn.execute(
             sa.update(OutboxCopy)
             .where(OutboxCopy.id == copy_id)
             .values(
@@ -262,8 +288,8 @@ def _retry(deps: DeliveryDeps, row: Outbox, last_error: str) -> str:
     if now - row.created_at >= timedelta(hours=deps.retry_hours):
         return _finish(deps, row.id, "failed", last_error)
     attempts = row.attempts  # the claim counted this attempt
-    with deps.sessions() as session, session.begin():
-        session.execute(
+    with single_write(deps.sessions) as conn:
+        conn.execute(
             sa.update(Outbox)
             .where(Outbox.id == row.id)
             .values(
@@ -281,8 +307,8 @@ def _retry(deps: DeliveryDeps, row: Outbox, last_error: str) -> str:
 def _release(deps: DeliveryDeps, outbox_id: int) -> str:
     """Give an entry back untried (this attempt does not count): the session broke before
     its turn."""
-    with deps.sessions() as session, session.begin():
-        session.execute(
+    with single_write(deps.sessions) as conn:
+        conn.execute(
             sa.update(Outbox)
             .where(Outbox.id == outbox_id)
             .values(status="queued", attempts=Outbox.attempts - 1, claimed_until=None)
@@ -291,8 +317,8 @@ def _release(deps: DeliveryDeps, outbox_id: int) -> str:
 
 
 def _finish(deps: DeliveryDeps, outbox_id: int, status: str, last_error: str | None) -> str:
-    with deps.sessions() as session, session.begin():
-        session.execute(
+    with single_write(deps.sessions) as conn:
+        conn.execute(
             sa.update(Outbox)
             .where(Outbox.id == outbox_id)
             .values(status=status, last_error=last_error, claimed_until=None)
@@ -317,7 +343,10 @@ def _complete(deps: DeliveryDeps, outbox_ids: list[int]) -> dict[int, str]:
         ):
             copies[copy.outbox_id].append(copy)
         entries = session.scalars(
-            sa.select(Outbox).where(Outbox.id.in_(outbox_ids)).order_by(Outbox.id)
+            sa.select(Outbox)
+            .where(Outbox.id.in_(outbox_ids))
+            .order_by(Outbox.id)
+            .options(undefer(Outbox.raw))  # stored for logging: read with its row
         ).all()
         inboxes = _inboxes(session, [e.conversation_id for e in entries if e.conversation_id])
         for entry in entries:

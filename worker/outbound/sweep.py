@@ -4,6 +4,7 @@ lapsed). The sweeper enqueues them; a claim makes a duplicate task harmless."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.base import utcnow
 from shared.db.models import Outbox
 from shared.queueing import TaskSender
+from worker.outbound.deliver import BATCH
 
 LIMIT = 500
 
@@ -19,23 +21,32 @@ LIMIT = 500
 def due_outbox(
     sessions: sessionmaker[Session], *, queued_older_than: float, limit: int = LIMIT
 ) -> list[int]:
+    """Entries to enqueue. Of a connection's queued entries, one in :data:`BATCH` is enough:
+    its delivery takes the others of the connection along (worker/outbound/deliver.py)."""
     now = utcnow()
     queued_before = now - timedelta(seconds=queued_older_than)
     with sessions() as session:
-        return list(
-            session.scalars(
-                sa.select(Outbox.id)
-                .where(
-                    sa.or_(
-                        sa.and_(Outbox.status == "queued", Outbox.created_at < queued_before),
-                        sa.and_(Outbox.status == "retrying", Outbox.next_attempt_at <= now),
-                        sa.and_(Outbox.status == "sending", Outbox.claimed_until < now),
-                    )
+        rows = session.execute(
+            sa.select(Outbox.id, Outbox.status, Outbox.connection_id)
+            .where(
+                sa.or_(
+                    sa.and_(Outbox.status == "queued", Outbox.created_at < queued_before),
+                    sa.and_(Outbox.status == "retrying", Outbox.next_attempt_at <= now),
+                    sa.and_(Outbox.status == "sending", Outbox.claimed_until < now),
                 )
-                .order_by(Outbox.id)
-                .limit(limit)
             )
-        )
+            .order_by(Outbox.id)
+            .limit(limit)
+        ).all()
+    queued: Counter[int] = Counter()
+    picked = []
+    for outbox_id, status, connection_id in rows:
+        if status == "queued" and connection_id is not None:
+            queued[connection_id] += 1
+            if (queued[connection_id] - 1) % BATCH:
+                continue
+        picked.append(outbox_id)
+    return picked
 
 
 def unfiled(
