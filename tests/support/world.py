@@ -88,6 +88,21 @@ class World:
                 )
             return conn.id
 
+    def smtp_sender(self, address: str, *, port: int, box: Any) -> Principal:
+        """A member whose own address is connected with plain SMTP on loopback ``port``
+        (secrets sealed with ``box``): the principal to send as."""
+        uid = self.user(address)
+        with self.sessions() as s:
+            user = s.get(User, uid)
+            assert user is not None
+            role = user.role
+        me = Principal(kind="user", account_id=self.account_id, user_id=uid, role=role)
+        self.connect(
+            address, kind="personal", principal=me, box=box,
+            smtp={"host": "localhost", "port": port, "security": "none"},
+        )  # fmt: skip
+        return me
+
     # -- reading results ---------------------------------------------------------------------
     def decisions(self) -> list[Decision]:
         with self.sessions() as s:

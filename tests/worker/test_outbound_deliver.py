@@ -18,9 +18,8 @@ import worker.outbound.deliver as deliver_mod
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory
-from shared.db.models import Outbox, User
+from shared.db.models import Outbox
 from shared.networks import Networks
-from shared.principal import Principal
 from shared.services import outbound
 from tests.support.upstream_smtp import DROP, UpstreamSmtp
 from tests.support.world import World, new_world
@@ -55,14 +54,7 @@ def _queue_many(
     n = next(_n)
     world: World = new_world(sessions, admin_email=f"admin{n}-{id(upstream)}@ours.example")
     address = f"rep{n}-{id(upstream)}@ours.example"
-    uid = world.user(address)
-    with sessions() as s:
-        role = s.get(User, uid).role  # type: ignore[union-attr]
-    me = Principal(kind="user", account_id=world.account_id, user_id=uid, role=role)
-    world.connect(
-        address, kind="personal", principal=me, box=box,
-        smtp={"host": "localhost", "port": upstream.port, "security": "none"},
-    )  # fmt: skip
+    me = world.smtp_sender(address, port=upstream.port, box=box)
     ids = []
     for i in range(count):
         with sessions() as s, s.begin():

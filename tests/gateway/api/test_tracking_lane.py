@@ -24,8 +24,7 @@ from gateway.api.tracking_writer import Hit, HitRecorder, Outcome, Overloaded
 from shared.crypto import SecretBox
 from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory
-from shared.db.models import Contact, OutboxCopy, TrackingEvent, TrackingLink, User
-from shared.principal import Principal
+from shared.db.models import Contact, OutboxCopy, TrackingEvent, TrackingLink
 from shared.services import outbound
 from shared.services import tracking as svc
 from tests.conftest import make_settings
@@ -50,14 +49,7 @@ def _tracked(
     box = SecretBox(Fernet.generate_key().decode())
     world = new_world(sessions, admin_email=f"admin{n}@ours{n}.example")
     address = f"rep{n}@ours{n}.example"
-    uid = world.user(address)
-    with sessions() as s:
-        role = s.get(User, uid).role  # type: ignore[union-attr]
-    me = Principal(kind="user", account_id=world.account_id, user_id=uid, role=role)
-    world.connect(
-        address, kind="personal", principal=me, box=box,
-        smtp={"host": "localhost", "port": 2525, "security": "none"},
-    )  # fmt: skip
+    me = world.smtp_sender(address, port=2525, box=box)
     with sessions() as s, s.begin():
         row = outbound.send_email(
             session=s, principal=me, logging_domain="log.localhost",
