@@ -211,7 +211,7 @@ def test_queued_entries_of_a_connection_share_one_session(
     sessions: sessionmaker[Session], upstream: UpstreamSmtp
 ) -> None:
     ids, deps = _queue_many(sessions, upstream, 5)
-    assert deliver(ids[0], deps, batch=4, sessions=1) == {i: "sent" for i in ids[:4]}
+    assert deliver(ids[0], deps, batch=4, sessions=1, keep_on=0) == {i: "sent" for i in ids[:4]}
     used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids[:4]])
     assert len(used) == 4 and len(set(used)) == 1  # one session, one delivery each
     assert all(deliver(i, deps) == {} for i in ids[1:4])  # their own tasks find them taken
@@ -299,3 +299,20 @@ def test_a_delivery_opens_a_few_sessions_side_by_side(
     used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids if i != ids[4]])
     assert len(used) == 6 and len(set(used)) == 3  # each sent once; the refused one never
     assert not _mine(upstream, _row(sessions, ids[4]).message_id)
+
+
+def test_a_delivery_goes_on_with_the_next_batch_of_its_connection(
+    sessions: sessionmaker[Session], upstream: UpstreamSmtp
+) -> None:
+    """A backlog drains in one task, a batch at a time, without waiting for the queue to
+    reach a task whose entry is still free; a batch with a temporary refusal stops it."""
+    ids, deps = _queue_many(sessions, upstream, 7)
+    assert deliver(ids[0], deps, batch=3, sessions=1) == {i: "sent" for i in ids}
+    used = _sessions_of(upstream, [_row(sessions, i).message_id for i in ids])
+    assert len(set(used)) == 3  # one session per batch: 3 + 3 + 1
+    more, deps = _queue_many(sessions, upstream, 7)
+    upstream.script(data=[None, "451 4.3.0 Try later"])
+    assert deliver(more[0], deps, batch=3, sessions=1) == {
+        more[0]: "sent", more[1]: "retrying", more[2]: "sent"
+    }  # fmt: skip
+    assert all(_row(sessions, i).status == "queued" for i in more[3:])  # for their own tasks

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ BATCH = 50  # queued entries of one connection taken by one delivery
 # Sessions a delivery opens side by side to the connection's server (providers allow a few
 # at once per mailbox: Microsoft 365 three, for one).
 SESSIONS = 3
+# A delivery goes on with the connection's next queued batch for this long (well inside the
+# task time limit): a backlog drains at once, not when the queue reaches a free entry's task.
+KEEP_ON_SECONDS = 20.0
 CLAIM_SECONDS = 300.0  # a sending worker that vanished gives the entry back after this
 FIRST_RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 3600.0
@@ -78,13 +82,22 @@ class _Entry:
 
 
 def deliver(
-    outbox_id: int, deps: DeliveryDeps, *, batch: int = BATCH, sessions: int = SESSIONS
+    outbox_id: int,
+    deps: DeliveryDeps,
+    *,
+    batch: int = BATCH,
+    sessions: int = SESSIONS,
+    keep_on: float = KEEP_ON_SECONDS,
 ) -> dict[int, str]:
     """Deliver what is left of entry ``outbox_id`` — and of up to ``batch - 1`` other queued
-    entries of the same connection, over up to ``sessions`` SMTP sessions at once. Returns the
-    status of each entry taken: ``sent``, ``failed``, ``retrying`` (``next_attempt_at`` set,
-    for the caller to schedule), or ``released`` (given back untried when the session broke:
-    the caller enqueues it again). Empty when ``outbox_id`` was not due or someone else holds it."""
+    entries of the same connection, over up to ``sessions`` SMTP sessions at once; then, for
+    up to ``keep_on`` seconds, the connection's next queued ones, a batch at a time (so a
+    backlog drains without waiting for the queue to reach a task whose entry is still free).
+    Returns the status of each entry taken: ``sent``, ``failed``, ``retrying``
+    (``next_attempt_at`` set, for the caller to schedule), or ``released`` (given back
+    untried when a session broke: the caller enqueues it again). Empty when ``outbox_id``
+    was not due or someone else holds it."""
+    started = time.monotonic()
     now = deps.clock()
     if not _claim(deps.sessions, outbox_id, now):
         return {}
@@ -95,16 +108,29 @@ def deliver(
         session.expunge_all()
     if conn is None:
         return {outbox_id: _finish(deps, outbox_id, "failed", NO_CONNECTION)}
-    companions = _claim_companions(deps.sessions, conn.id, outbox_id, now, batch - 1)
-    entries = _load(deps.sessions, [outbox_id, *companions])
+    ids = [outbox_id, *_claim_companions(deps.sessions, conn.id, outbox_id, now, batch - 1)]
+    statuses: dict[int, str] = {}
+    while ids:
+        found = _deliver_batch(deps, conn, _load(deps.sessions, ids), sessions)
+        statuses.update(found)
+        full = len(ids) == batch and all(s in ("sent", "failed") for s in found.values())
+        if not full or time.monotonic() - started >= keep_on:
+            break
+        ids = _claim_companions(deps.sessions, conn.id, None, deps.clock(), batch)
+    return statuses
+
+
+def _deliver_batch(
+    deps: DeliveryDeps, conn: Connection, entries: list[_Entry], sessions: int
+) -> dict[int, str]:
     try:
         settings = _smtp_settings(conn, deps)
     except ReauthRequired as exc:
         return {e.id: _finish(deps, e.id, "failed", exc.last_error) for e in entries}
     except TokenUnavailable as exc:
         return {e.id: _retry(deps, e.row, exc.last_error) for e in entries}
-    # Up to SESSIONS sessions side by side, each carrying its share of the entries in turn:
-    # a copy's SMTP transaction and its commit are waits, which other sessions fill.
+    # Up to ``sessions`` side by side, each carrying its share of the entries in turn: a
+    # copy's SMTP transaction and its commit are waits, which other sessions fill.
     shares = [entries[i::sessions] for i in range(min(sessions, len(entries)))]
     statuses: dict[int, str] = {}
     if len(shares) == 1:
@@ -197,7 +223,11 @@ def _claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> bo
 
 
 def _claim_companions(
-    sessions: sessionmaker[Session], connection_id: int, outbox_id: int, now: datetime, limit: int
+    sessions: sessionmaker[Session],
+    connection_id: int,
+    outbox_id: int | None,
+    now: datetime,
+    limit: int,
 ) -> list[int]:
     """Other queued entries of the connection, claimed for the same session (their own
     tasks then find them taken). Never retrying ones: those keep their backoff."""
@@ -208,7 +238,7 @@ def _claim_companions(
         .where(
             Outbox.connection_id == connection_id,
             Outbox.status == "queued",
-            Outbox.id != outbox_id,
+            Outbox.id != (outbox_id or 0),
         )
         .order_by(Outbox.id)
         .limit(limit)
