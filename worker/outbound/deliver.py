@@ -1,6 +1,7 @@
 """Delivering outbox entries (§9): claim one — and the other queued entries of its connection,
-up to :data:`BATCH` — send each copy not yet accepted through the connection's SMTP server over
-one session, and record the outcome.
+up to :data:`BATCH` — send each copy not yet accepted through the connection's SMTP server (over
+up to :data:`SESSIONS` sessions side by side), record the outcome, and go on with the
+connection's next batch for up to :data:`KEEP_ON_SECONDS`.
 
 ``queued → sending → sent | retrying → failed``. A copy is recorded ``accepted`` in its own
 commit right after the server's 250, so a retry never sends it again; the one window where a
