@@ -31,6 +31,7 @@ from shared.timefmt import iso
 
 MAX_EARLIER_CLICKS = 200  # what a burst check reads of a copy's recent clicks
 MAX_TOKEN = 64
+KINDS: dict[str, Literal["open", "click"]] = {"open": "open", "click": "click"}
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,10 @@ def resolve(session: Session, tokens: Collection[str]) -> Resolved:
     found = Resolved({}, {})
     for token, kind, url, outbox_id, copy_id, account_id, recipient, accepted_at, out in rows:
         found.opted_out[(account_id, recipient)] = bool(out)
-        if kind == "open":
+        known = KINDS.get(kind)
+        if known is not None:
             found.links[token] = Link(
-                token, "open", url, outbox_id, copy_id, account_id, recipient, accepted_at
-            )
-        elif kind == "click":
-            found.links[token] = Link(
-                token, "click", url, outbox_id, copy_id, account_id, recipient, accepted_at
+                token, known, url, outbox_id, copy_id, account_id, recipient, accepted_at
             )
     return found
 
