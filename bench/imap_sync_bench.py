@@ -941,10 +941,10 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
         s, allowed=loopback
     )  # STATUS of a mailbox that is not the selected one
     # the whole quiet cycle as ConnectionSync._session runs it when nothing changed: a STATUS
-    # per folder, then _wait's settings check (settings_now: one SELECT at most every
-    # CONTROL_CHECK_SECONDS, so back-to-back cycles share it — as mail arriving in a burst
-    # does); the connection row's last_sync_at is written only every MARK_EVERY_SECONDS,
-    # timed on its own as "mark", and so is one settings SELECT ("settings").
+    # per folder and nothing from the database (the poller's scan hints when the row's
+    # control version moves; it moves last_sync_at for every idle connection at once). A
+    # changed row's re-read ("settings") and the row update after new mail ("mark") are
+    # timed on their own.
     _, cid = team_connection(stack, server, user, None)
     cs = ConnectionSync(
         cid,
@@ -958,10 +958,9 @@ def mailbox_probes(stack, server, box, user: str) -> dict[str, Callable[[], obje
     def cycle() -> None:
         for folder in ("INBOX", "Sent"):
             status(client, folder)
-        cs.settings_now()
 
     def settings() -> None:
-        cs.settings_now(fresh=True)
+        cs.control_now()
 
     def mark() -> None:
         cs._mark(status="active", last_error=None, last_sync_at=utcnow())

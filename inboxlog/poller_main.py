@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import signal
 from collections.abc import Callable
 from datetime import date
@@ -58,9 +59,19 @@ def poller_config(rt: Runtime) -> PollerConfig:
         fetch_batch=rt.settings.imap_fetch_batch,
         fetch_bytes=rt.settings.imap_fetch_bytes,
         max_message_bytes=rt.settings.max_message_bytes,
+        recheck_seconds=rt.settings.imap_recheck_seconds,
         allowed_networks=allowed,
         tokens=token_keeper(rt, allowed),
     )
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Each mailbox holds a socket and a waker: lift the soft limit on open files (often
+    1,024) towards the hard one, as far as ``wanted``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def run_poller(rt: Runtime) -> None:
@@ -72,7 +83,9 @@ def run_poller(rt: Runtime) -> None:
         on_stored=enqueuer.submit,
         config=config,
         lease_ttl=rt.settings.poller_lease_seconds,
+        max_connections=rt.settings.poller_max_connections,
     )
+    raise_open_files_limit(3 * rt.settings.poller_max_connections + 256)
 
     def _stop(*_: Any) -> None:
         poller.stop()

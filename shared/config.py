@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     imap_ca_file: str = ""
     # How long a poller's claim on a connection lasts without renewal (takeover bound).
     poller_lease_seconds: float = 30.0
+    # Mailboxes one poller process holds at most (§8: ≥ 1,000); the rest wait for another.
+    poller_max_connections: int = 1000
+    # With IDLE on INBOX: how often the other folders (\Sent) get a STATUS, and mail the
+    # server did not announce during IDLE is looked for (one DONE/STATUS/IDLE round).
+    imap_recheck_seconds: float = 3.0
     # Messages per IMAP FETCH; each batch is stored and its cursor advanced in one transaction.
     imap_fetch_batch: int = 200
     # Bytes per IMAP FETCH (by RFC822.SIZE): a batch of large messages stays within memory.

@@ -316,10 +316,15 @@ class _Recorder:
     """Stands in for ConnectionSync: records the start delay the poller gave it."""
 
     made: ClassVar[list[tuple[int, float]]] = []
+    in_sync = False
+    control_version = 0
 
     def __init__(self, cid: int, *, start_delay: float, **_: Any) -> None:
         self.cid, self.start_delay = cid, start_delay
         _Recorder.made.append((cid, start_delay))
+
+    def hint(self) -> None:
+        pass
 
     def start(self) -> None:
         pass

@@ -10,6 +10,7 @@ when this session was opened (§6 Network safety: after resolution, at every con
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import socket
 import ssl
@@ -42,7 +43,11 @@ class ImapSettings:
     sasl: str = "xoauth2"  # with oauth: xoauth2 | oauthbearer
 
 
+@functools.lru_cache(maxsize=8)
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """One context per CA setting, shared by every session: each context holds its own copy
+    of the trusted certificates (about a megabyte), which a thousand mailboxes must not
+    multiply. Contexts are safe to share between threads."""
     ctx = ssl.create_default_context()
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)

@@ -4,6 +4,11 @@ Several poller processes share the connections; a poller that dies stops renewin
 connections are taken over by another once the leases expire. One thread holds one IMAP
 session per connection (one connection per mailbox), and the logins of the connections taken
 in one scan — all of them after a restart — are staggered with jitter (§6 Provider-friendly).
+
+An idle mailbox costs the database nothing of its own (§8): one query per scan reads every
+connection this poller may hold with its control version, and only the threads whose version
+moved re-read their row; leases and the idle connections' ``last_sync_at`` are renewed
+together, in one transaction every third of the lease's life.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -38,11 +44,13 @@ class Poller:
         config: PollerConfig | None = None,
         lease_ttl: float = 30.0,
         scan_interval: float = 2.0,
-        max_connections: int = 500,
+        max_connections: int = 1000,
         rng: random.Random | None = None,
         sync_factory: Callable[..., Any] = ConnectionSync,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``rng`` and ``sync_factory`` (the per-connection thread class) are for tests."""
+        """``rng``, ``sync_factory`` (the per-connection thread class) and ``clock`` are for
+        tests."""
         self.sessions, self.box, self.on_stored = sessions, box, on_stored
         self.config = config or PollerConfig()
         self.lease_ttl, self.scan_interval, self.max_connections = (
@@ -55,22 +63,38 @@ class Poller:
         self.stopping = threading.Event()
         self.rng = rng or random.Random()
         self.sync_factory = sync_factory
+        self.clock = clock
+        self.renew_at = 0.0  # clock() reading when the leases are next renewed
 
     def scan(self) -> None:
-        """One round: drop finished threads, renew our leases, claim what is free."""
+        """One round: drop finished threads; read what we may hold (one query); let go of
+        what is no longer ours; wake the threads whose settings moved; renew leases when due;
+        claim what is free, up to ``max_connections``."""
         for cid, thread in list(self.threads.items()):
             if not thread.is_alive():
                 del self.threads[cid]
                 leases.release(self.sessions, cid, self.owner)
-        held = leases.renew(self.sessions, list(self.threads), self.owner, self.lease_ttl)
-        for cid in set(self.threads) - held:  # taken over (we were presumed dead): let go
+        seen = leases.claimable(self.sessions, self.owner)
+        ours = {s.id: s.control_version for s in seen if s.ours}
+        if self.clock() >= self.renew_at:
+            in_sync = [cid for cid, t in self.threads.items() if t.in_sync]
+            held = leases.renew(
+                self.sessions, list(self.threads), self.owner, self.lease_ttl, in_sync=in_sync
+            )
+            ours = {cid: v for cid, v in ours.items() if cid in held}
+            self.renew_at = self.clock() + self.lease_ttl / 3
+        for cid in set(self.threads) - set(ours):
+            # Deleted, stopped for a person, or taken over (we were presumed dead): let go.
             self.threads.pop(cid).stop()
+        for cid, thread in self.threads.items():
+            if ours[cid] != thread.control_version:
+                thread.hint()  # a setting changed or a sync was requested: re-read the row
         taken: list[int] = []
-        for cid in leases.claimable(self.sessions, self.owner):
-            if cid in self.threads or len(self.threads) + len(taken) >= self.max_connections:
+        for s in seen:
+            if s.id in self.threads or len(self.threads) + len(taken) >= self.max_connections:
                 continue
-            if leases.claim(self.sessions, cid, self.owner, self.lease_ttl):
-                taken.append(cid)
+            if leases.claim(self.sessions, s.id, self.owner, self.lease_ttl):
+                taken.append(s.id)
         for cid, delay in zip(taken, login_delays(len(taken), self.rng), strict=True):
             thread = self.sync_factory(
                 cid,

@@ -1,6 +1,18 @@
 """One connection's sync loop, in its own thread: connect, sync every folder, then wait for new
 mail with IDLE (renewed well before servers drop it) or by polling, with backoff on errors
-(worker/imap/backoff.py) and ``last_error`` in our own words (worker/imap/errors.py)."""
+(worker/imap/backoff.py) and ``last_error`` in our own words (worker/imap/errors.py).
+
+While it waits, the thread sleeps in ``poll()`` on its socket and its waker (worker/imap/
+waker.py): it runs when the server speaks, when its next check is due, or when the poller
+wakes it (stop; the row's control version moved). It reads nothing from the database on its
+own while idle (§8).
+
+Mail the server announces outside IDLE is not lost: a message that lands while the
+connection is between two commands (the STATUS of the other folders, the SELECT before IDLE)
+is reported as an untagged EXISTS in the answer to that command — or, by some servers, only
+at the next DONE — never by the IDLE started after it. Every DONE's answer and every
+command's stashed EXISTS count as news, and with IDLE a DONE/STATUS/IDLE round runs every
+``recheck_seconds``, so such mail waits that long at most, not the next cycle."""
 
 from __future__ import annotations
 
@@ -31,6 +43,7 @@ from worker.imap.errors import AuthFailed, LeaseLost, SessionDue, diagnose
 from worker.imap.signin import signin_settings
 from worker.imap.snapshot import (
     SETTINGS,
+    Control,
     Snapshot,
     control_state,
     folders_to_sync,
@@ -46,21 +59,24 @@ from worker.imap.sync import (
     status,
     sync_folder,
 )
+from worker.imap.waker import Waker, wait_readable
 
 log = logging.getLogger("inboxlog.imap")
 
 IDLE_RENEW_SECONDS = 290  # RFC 2177: servers may drop IDLE after 30 min; renew far sooner
-CONTROL_CHECK_SECONDS = 2.0
 # Statuses that wait for a person: new credentials (auth_failed) or a reconnect (§10).
 STOPPED = ("auth_failed", "reauth_required")
-OTHER_FOLDERS_SECONDS = 3.0  # with IDLE on one folder, how often the others get a STATUS
-MARK_EVERY_SECONDS = 30.0
+# With IDLE on one folder: how often the others get a STATUS and a DONE looks for mail the
+# server did not announce during IDLE.
+RECHECK_SECONDS = 3.0
+_NEWS = (b"EXISTS", b"RECENT")
 
 
 @dataclass
 class PollerConfig:
     poll_seconds: float = 60.0
     idle_renew_seconds: float = IDLE_RENEW_SECONDS
+    recheck_seconds: float = RECHECK_SECONDS
     ca_file: str | None = None
     read_timeout: float = 120.0
     fetch_batch: int = FETCH_BATCH
@@ -101,15 +117,19 @@ class ConnectionSync(threading.Thread):
         self.start_delay, self.clock, self._pause_hook = start_delay, clock, pause
         self.backoff = Backoff(rng or random.Random())
         self.stopping = threading.Event()
+        self.waker = Waker()
         self.client: IMAPClient | None = None
         self.handled_request: datetime | None = None
         self.auth_failed = False
-        self.marked_at = 0.0
         self.logged_in_at: float | None = None
         self.relogin_at: float | None = None  # monotonic; see _session
         self.token_refused = False  # the last OAuth login was refused (see _session)
         self._woken_by: tuple[int, int | None] | None = None  # see _wait
-        self._control: tuple[float, tuple[Any, ...] | None] | None = None  # (read at, value)
+        # connections.control_version as last read; the poller hints when the row's moves.
+        self.control_version = 0
+        self._hinted = threading.Event()
+        # Waiting for news after a good cycle: the poller moves last_sync_at for us.
+        self.in_sync = False
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _mark(self, **values: object) -> None:
@@ -118,24 +138,43 @@ class ConnectionSync(threading.Thread):
                 sa.update(Connection).where(Connection.id == self.connection_id).values(**values)
             )
 
-    def settings_now(self, *, fresh: bool = False) -> tuple[Any, ...] | None:
-        """The watched settings (control_state), read at most every CONTROL_CHECK_SECONDS: a
-        burst of short cycles (mail arriving one by one) re-reads nothing it read just now."""
-        now = time.monotonic()
-        if fresh or self._control is None or now - self._control[0] >= CONTROL_CHECK_SECONDS:
-            self._control = (now, control_state(self.sessions, self.connection_id))
-        return self._control[1]
+    def _read_snapshot(self) -> Snapshot | None:
+        snap = read_snapshot(self.sessions, self.box, self.connection_id)
+        if snap is not None:
+            self.control_version = snap.control_version
+        return snap
+
+    def control_now(self) -> Control | None:
+        """The watched columns as they are now (one query; after a hint)."""
+        self._hinted.clear()
+        control = control_state(self.sessions, self.connection_id)
+        if control is not None:
+            self.control_version = control.version
+        return control
+
+    def hint(self) -> None:
+        """The poller saw this connection's control version move: re-read the row."""
+        self._hinted.set()
+        self.waker.wake()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.waker.wake()
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.in_sync = False
+            self.waker.close()
+
+    def _run(self) -> None:
         if self.start_delay > 0:
             self._pause(self.start_delay, None)
         while not self.stopping.is_set():
             try:
-                snap = read_snapshot(self.sessions, self.box, self.connection_id)
+                snap = self._read_snapshot()
             except ValueError:
                 # The password does not decrypt: INBOXLOG_SECRET_KEY differs from the one that
                 # stored it. Say so, and wait for new credentials instead of crash-looping.
@@ -201,7 +240,8 @@ class ConnectionSync(threading.Thread):
 
     def _pause(self, seconds: float, settings: tuple[Any, ...] | None) -> None:
         """Wait ``seconds`` or until stopped — or, given the ``settings`` the failed session
-        used, until they change (new credentials or host are tried at once)."""
+        used, until they change (new credentials or host are tried at once). Without
+        ``settings`` (no session yet, or the database was down), any hint ends the wait."""
         if self._pause_hook is not None:
             self._pause_hook(seconds)
             return
@@ -210,12 +250,16 @@ class ConnectionSync(threading.Thread):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.stopping.wait(min(left, CONTROL_CHECK_SECONDS))
-            if settings is not None:
-                with contextlib.suppress(Exception):  # database down: keep waiting
-                    now = self.settings_now(fresh=True)
-                    if now is None or now[:SETTINGS] != settings:
-                        return
+            wait_readable(None, self.waker, left)
+            self.waker.clear()
+            if not self._hinted.is_set():
+                continue
+            if settings is None:
+                return
+            with contextlib.suppress(Exception):  # database down: keep waiting
+                now = self.control_now()
+                if now is None or now.state[:SETTINGS] != settings:
+                    return
 
     def _due(self) -> bool:
         """Whether this session must sign in again now (its OAuth token is due)."""
@@ -282,6 +326,7 @@ class ConnectionSync(threading.Thread):
                     due=self._due,
                 )
                 self._mark(backfill_since=None)
+                snap = self._read_snapshot() or snap
             changed = not last_seen
             for t in targets:
                 # STATUS before the sync, and remembered as what was seen: mail landing during
@@ -302,11 +347,10 @@ class ConnectionSync(threading.Thread):
                     due=self._due,
                 )
                 last_seen[t.folder] = _seen(view)
-            # A quiet cycle writes nothing, but last_sync_at still moves every MARK_EVERY
-            # seconds so the sync lag that ops watch stays honest.
-            if changed or time.monotonic() - self.marked_at > MARK_EVERY_SECONDS:
+            # A quiet cycle writes nothing: while the connection waits in sync, the poller
+            # moves last_sync_at with everyone's lease, so the lag ops watch stays honest.
+            if changed:
                 self._mark(status="active", last_error=None, last_sync_at=utcnow())
-                self.marked_at = time.monotonic()
             snap = self._wait(client, snap, idle, [t.folder for t in targets], last_seen)
 
     def _wait(
@@ -320,9 +364,10 @@ class ConnectionSync(threading.Thread):
         """Until new mail, a sync request, a changed setting or the next poll is due.
 
         IDLE watches one folder (the first: INBOX by default); the others (\\Sent, where team
-        replies land) get a STATUS every few seconds between two IDLEs, so their new mail is
-        picked up as quickly.
+        replies land) get a STATUS every ``recheck_seconds`` between two IDLEs, so their new
+        mail is picked up as quickly.
         """
+        # With IDLE too, a full cycle (a STATUS of every folder) at least every poll interval.
         deadline = time.monotonic() + (
             min(self.config.idle_renew_seconds, self.config.poll_seconds)
             if idle
@@ -330,13 +375,9 @@ class ConnectionSync(threading.Thread):
         )
         if self.relogin_at is not None:
             deadline = min(deadline, self.relogin_at)
-        control = self.settings_now()
-        if control is None or control[:SETTINGS] != snap.control[:SETTINGS]:
-            raise _Reconnect()
-        if control != snap.control:  # a request arrived since the snapshot was read
-            return read_snapshot(self.sessions, self.box, self.connection_id) or snap
+        if self._hinted.is_set() and self._requested(snap):
+            return self._read_snapshot() or snap
         watched, others = folders[0], folders[1:]
-        in_idle = False
         if idle:
             selected = _selected(client.select_folder(watched, readonly=True))
             if selected not in (None, last_seen.get(watched), self._woken_by):
@@ -345,42 +386,79 @@ class ConnectionSync(threading.Thread):
                 # turn this into a loop.
                 self._woken_by = selected
                 return snap
-            client.idle()
-            in_idle = True
-        requested = False
+            _announced(client)  # what the SELECT said is in `selected`
+        self.in_sync = True
         try:
-            next_control = time.monotonic() + CONTROL_CHECK_SECONDS
-            next_others = time.monotonic() + OTHER_FOLDERS_SECONDS
-            while not self.stopping.is_set() and time.monotonic() < deadline:
-                if idle:
-                    responses = client.idle_check(timeout=0.5)
-                    if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
-                        break
-                    if others and time.monotonic() >= next_others:
-                        next_others = time.monotonic() + OTHER_FOLDERS_SECONDS
-                        client.idle_done()
-                        in_idle = False
-                        news = _changed(client, others, last_seen)
-                        client.idle()
-                        in_idle = True
-                        if news:
-                            break
-                else:
-                    self.stopping.wait(0.5)
-                if time.monotonic() >= next_control:
-                    next_control = time.monotonic() + CONTROL_CHECK_SECONDS
-                    now = self.settings_now(fresh=True)
-                    if now is None or now[:SETTINGS] != control[:SETTINGS]:
-                        raise _Reconnect()  # settings changed or the connection is gone
-                    if now != control:
-                        requested = True  # a sync or backfill was requested
-                        break
+            if idle:
+                requested = self._idle(client, snap, deadline, others, last_seen)
+            else:
+                requested = self._sleep(snap, deadline)
+        finally:
+            self.in_sync = False
+        if not requested:
+            return snap  # new mail or the next poll: the settings are the ones just checked
+        return self._read_snapshot() or snap
+
+    def _idle(
+        self,
+        client: IMAPClient,
+        snap: Snapshot,
+        deadline: float,
+        others: list[str],
+        last_seen: dict[str, tuple[int, int | None]],
+    ) -> bool:
+        """IDLE until news or the deadline (False), or a request (True); see the module
+        docstring for the recheck rounds."""
+        client.idle()
+        in_idle = True
+        try:
+            recheck = time.monotonic() + self.config.recheck_seconds
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                readable, _ = wait_readable(
+                    client.socket().fileno(), self.waker, min(deadline, recheck) - now
+                )
+                self.waker.clear()
+                if readable and _news(client.idle_check(timeout=0)):
+                    return False
+                if self._hinted.is_set() and self._requested(snap):
+                    return True
+                if time.monotonic() >= recheck:
+                    recheck = time.monotonic() + self.config.recheck_seconds
+                    _, answered = client.idle_done()
+                    in_idle = False
+                    news = _news(answered) | _announced(client)
+                    news |= _changed(client, others, last_seen) | _announced(client)
+                    client.idle()
+                    in_idle = True
+                    if news:
+                        return False
+            return False
         finally:
             if in_idle:
                 client.idle_done()
-        if not requested:
-            return snap  # new mail or the next poll: the settings are the ones just checked
-        return read_snapshot(self.sessions, self.box, self.connection_id) or snap
+
+    def _sleep(self, snap: Snapshot, deadline: float) -> bool:
+        """Without IDLE: sleep until the next poll (False), or a request (True)."""
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            wait_readable(None, self.waker, deadline - now)
+            self.waker.clear()
+            if self._hinted.is_set() and self._requested(snap):
+                return True
+        return False
+
+    def _requested(self, snap: Snapshot) -> bool:
+        """After a hint: reconnect when the sign-in settings changed or the connection is
+        gone; True when a sync or backfill was requested since ``snap``."""
+        now = self.control_now()
+        if now is None or now.state[:SETTINGS] != snap.control[:SETTINGS]:
+            raise _Reconnect()
+        return now.state != snap.control
 
 
 def _seen(view: FolderView) -> tuple[int, int | None]:
@@ -399,6 +477,20 @@ def _changed(
     client: IMAPClient, folders: list[str], last_seen: dict[str, tuple[int, int | None]]
 ) -> bool:
     return any(_seen(status(client, f)) != last_seen.get(f) for f in folders)
+
+
+def _news(responses: list[Any]) -> bool:
+    """Whether parsed untagged responses announce mail (EXISTS/RECENT)."""
+    return any(len(r) > 1 and r[1] in _NEWS for r in responses)
+
+
+def _announced(client: IMAPClient) -> bool:
+    """Takes the EXISTS/RECENT the server sent in answer to other commands (imaplib keeps
+    them aside): whether there were any. A STATUS of another folder carries the selected
+    folder's EXISTS when mail landed meanwhile; IDLE will not report it again."""
+    stash = client._imap.untagged_responses
+    found = [stash.pop(name, None) for name in ("EXISTS", "RECENT")]
+    return any(found)
 
 
 class _Reconnect(Exception):

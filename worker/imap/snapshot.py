@@ -1,5 +1,6 @@
 """What a connection's sync loop reads from its row: a snapshot of its settings (password
-decrypted), and the raw columns it watches every few seconds to notice a change or a request."""
+decrypted), and the raw columns it watches, read again when the poller sees the row's
+``control_version`` move (a changed setting or a request)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.crypto import SecretBox
 from shared.db.engine import single_read
 from shared.db.models import Connection
+from shared.db.models.connections import POLLER_WATCHED
 from worker.imap.client import ImapSettings
 
 
 @dataclass
 class Snapshot:
-    """What the loop needs from the connection row, re-read every few seconds."""
+    """What the loop needs from the connection row, re-read when its control version moves."""
 
     account_id: int
     kind: str
@@ -33,6 +35,7 @@ class Snapshot:
     backfill_since: date | None
     control: tuple[Any, ...]  # the raw columns control_state() watches, as of this snapshot
     oauth_provider: str | None = None  # signs in with this provider's tokens (§10)
+    control_version: int = 0  # connections.control_version as of this snapshot
 
 
 def read_snapshot(
@@ -62,6 +65,7 @@ def read_snapshot(
             c.backfill_since,
             _control(c),
             c.oauth_provider,
+            c.control_version,
         )
 
 
@@ -79,17 +83,7 @@ def folders_to_sync(
     return found
 
 
-_CONTROL = (
-    Connection.imap_host,
-    Connection.imap_port,
-    Connection.imap_security,
-    Connection.imap_username,
-    Connection.imap_password_enc,
-    Connection.imap_folders,
-    Connection.oauth_provider,
-    Connection.sync_requested_at,
-    Connection.backfill_since,
-)
+_CONTROL = tuple(getattr(Connection, name) for name in POLLER_WATCHED)
 # control[:SETTINGS] are the sign-in settings (a change means a new session); the rest are
 # requests the running session picks up.
 SETTINGS = 7
@@ -99,9 +93,17 @@ def _control(c: Connection) -> tuple[Any, ...]:
     return tuple(getattr(c, col.key) for col in _CONTROL)
 
 
-def control_state(sessions: sessionmaker[Session], connection_id: int) -> tuple[Any, ...] | None:
-    """The columns the loop watches, compared raw (no decryption every few seconds):
-    the sign-in settings, then the sync/backfill requests."""
-    with single_read(sessions) as conn:  # every few seconds per connection: keep it cheap
-        row = conn.execute(sa.select(*_CONTROL).where(Connection.id == connection_id)).one_or_none()
-    return None if row is None or row[0] is None else tuple(row)
+@dataclass(frozen=True)
+class Control:
+    version: int
+    state: tuple[Any, ...]  # the watched columns, raw (compared without decrypting anything)
+
+
+def control_state(sessions: sessionmaker[Session], connection_id: int) -> Control | None:
+    """The columns the loop watches — the sign-in settings, then the sync/backfill requests —
+    and their version; None when the connection is gone or has no IMAP settings."""
+    with single_read(sessions) as conn:
+        row = conn.execute(
+            sa.select(Connection.control_version, *_CONTROL).where(Connection.id == connection_id)
+        ).one_or_none()
+    return None if row is None or row[1] is None else Control(row[0], tuple(row[1:]))

@@ -63,9 +63,35 @@ class Connection(Base):
     # C7: when the address was proven the owner's (a successful login to the mailbox, or an
     # admin's confirmation). A personal connection counts for nothing until then.
     verified_at: Mapped[datetime | None] = mapped_column()
+    # Bumped whenever a setting the poller watches changes (POLLER_WATCHED): a poller reads
+    # its connections' versions in one query per scan and re-reads only the rows that moved.
+    control_version: Mapped[int] = mapped_column(default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(sa.String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# What a running sync session acts on: its sign-in settings, then the requests it picks up.
+POLLER_WATCHED = (
+    "imap_host",
+    "imap_port",
+    "imap_security",
+    "imap_username",
+    "imap_password_enc",
+    "imap_folders",
+    "oauth_provider",
+    "sync_requested_at",
+    "backfill_since",
+)
+
+
+@sa.event.listens_for(Connection, "before_update")
+def _bump_control_version(_mapper: Any, _conn: Any, target: Connection) -> None:
+    """Every ORM change to a watched setting bumps the version (the API changes connections
+    through the ORM; the poller's own bookkeeping writes are Core updates and bump nothing)."""
+    state = sa.inspect(target)
+    if any(state.attrs[name].history.has_changes() for name in POLLER_WATCHED):
+        target.control_version = (target.control_version or 0) + 1
 
 
 class FolderState(Base):
