@@ -101,6 +101,24 @@ def xacts(admin_dsn: str, dbname: str) -> int:
     return int(row[0]) if row else 0
 
 
+def raise_inotify_instances(wanted: int) -> str | None:
+    """Each Dovecot IMAP process in IDLE takes an inotify instance of the mail user; past
+    fs.inotify.max_user_instances (128 by default) Dovecot falls back to checking the mailbox
+    every 30 s, which would measure Dovecot, not us. Raised when we may."""
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    try:
+        now = int(path.read_text())
+        if now >= wanted:
+            return None
+        path.write_text(str(wanted))
+        return f"fs.inotify.max_user_instances raised from {now} to {wanted} for Dovecot's IDLE."
+    except (OSError, ValueError):
+        return (
+            "fs.inotify.max_user_instances is below one per mailbox and could not be raised: "
+            "Dovecot checks mailboxes beyond it every 30 s."
+        )
+
+
 def deliver(server, user: str, raw: bytes, seq: int) -> None:  # type: ignore[no-untyped-def]
     """Drop a message into the user's INBOX Maildir `new/` as an MDA would."""
     mdir = server.maildir_path(user, "INBOX")
@@ -142,6 +160,9 @@ def run(args: argparse.Namespace) -> Figures:
     workdir = Path(tempfile.mkdtemp(prefix="inboxlog-pollers-bench-"))
     server = None
     try:
+        inotify = raise_inotify_instances(n + 200)
+        if inotify:
+            fig.notes.append(inotify)
         say(f"starting Dovecot for {n} users (tls={args.tls})")
         server = DovecotServer.start(workdir / "dovecot", tls=args.tls, clients=n + 50)
         users = {f"u{i:04d}@ours.example": f"pw-{i}" for i in range(n)}
@@ -243,7 +264,9 @@ def run(args: argparse.Namespace) -> Figures:
                 say(f"latency: {args.deliveries} deliveries at {args.rate}/s, worker -c 2")
                 stack.start_worker(2)
                 rng = random.Random(7)
-                sent: dict[str, tuple[float, float]] = {}  # Message-ID -> (monotonic, wall clock)
+                sent: dict[
+                    str, tuple[float, float, str]
+                ] = {}  # Message-ID -> (monotonic, wall, to)
                 stored_at: dict[str, float] = {}
                 decided_at: dict[str, float] = {}
                 names = list(users)
@@ -256,7 +279,7 @@ def run(args: argparse.Namespace) -> Figures:
                         user = rng.choice(names)
                         mid, raw = message(seq, user)
                         deliver(server, user, raw, seq)
-                        sent[mid] = (time.monotonic(), time.time())
+                        sent[mid] = (time.monotonic(), time.time(), user)
                         seq += 1
                         next_at += 1 / args.rate
                         continue
@@ -280,6 +303,17 @@ def run(args: argparse.Namespace) -> Figures:
                         s.execute(
                             sa.select(Decision.outcome, sa.func.count()).group_by(Decision.outcome)
                         ).all()
+                    )
+                missing = [(m, sent[m][2]) for m in sent if m not in decided_at]
+                for mid, user in missing[:10]:
+                    with stack.sessions() as s:
+                        conn = s.scalars(
+                            sa.select(Connection).where(Connection.address == user)
+                        ).one()
+                    fig.notes.append(
+                        f"not decided: {mid} to {user}: connection {conn.id} {conn.status} "
+                        f"last_error={conn.last_error!r}; Dovecot INBOX has "
+                        f"{server.message_count(user, 'INBOX')} messages"
                     )
                 st = [stored_at[m] - sent[m][1] for m in sent if m in stored_at]
                 dec = [decided_at[m] - sent[m][0] for m in sent if m in decided_at]
