@@ -20,6 +20,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import make_engine, make_session_factory
+from shared.queueing import QUEUES
+from tests.support.brokers import empty_broker
 from tests.support.processes import free_port, inboxlog_env, start
 
 
@@ -109,10 +111,14 @@ class Stack:
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name)
-        if self.broker_url.startswith("redis://127.0.0.1:6379/"):
-            # Leave the shared Redis as we found it: no queues or bindings behind.
-            db = int(self.broker_url.rsplit("/", 1)[1])
-            redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+        if self.broker_url.startswith(("redis://127.0.0.1:6379/", "amqp://")):
+            # Leave the shared Redis db or the session's vhost as we found them: no tasks
+            # behind for the next stack.
+            self.empty_broker()
+
+    def empty_broker(self) -> None:
+        """Drop every waiting task (a Redis flushdb; a purge of the RabbitMQ queues)."""
+        empty_broker(self.broker_url, QUEUES)
 
     # -- mail --------------------------------------------------------------------------------
     def send(self, raw: bytes, rcpts: list[str], mail_from: str = "sender@example.net") -> dict:
