@@ -10,7 +10,6 @@ through their partial indexes, and the connections — never the message tables.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -62,17 +61,13 @@ class QueueProbe:
             opts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
         with BrokerConnection(self.url, connect_timeout=self.timeout, transport_options=opts) as c:
             c.ensure_connection(max_retries=1, timeout=self.timeout)
+            channel = c.default_channel
             for name in self.queues:
-                # A channel per queue: on RabbitMQ a passive declare of a missing queue answers
-                # 404 and closes its channel, which must not cost the next queue its depth.
-                channel = c.channel()
                 try:
                     out[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except c.channel_errors:  # never declared yet: nothing was ever queued
+                    # (RabbitMQ answers 404 and closes the channel; py-amqp reopens it.)
                     out[name] = 0
-                finally:
-                    with contextlib.suppress(Exception):
-                        channel.close()
 
     def depths(self) -> dict[str, int | None]:
         with self._lock:
