@@ -205,13 +205,21 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
 ) -> None:
     stack = scale_stack
     t0 = time.monotonic()
+    ports = [stack.smtp_port, free_port()]
+    for n in (1, 2, 3):
+        stack.start(f"worker{n}", "worker", "-c", "1")
+    for n in (1, 2):
+        stack.start(f"poller{n}", "poller")
+    for n, port in enumerate(ports, 1):
+        stack.start(f"gateway{n}", "gateway", env={"INBOXLOG_SMTP_PORT": str(port)})
+
     world = new_world(stack.sessions)
     box = SecretBox(stack.env["INBOXLOG_SECRET_KEY"])
     tag = f"{os.getpid()}x{random.randrange(10**6)}"
     users = [f"team{i}-{tag}" for i in range(MAILBOXES)]
     cids = []
+    dovecot.add_users({user: "pw-" + user for user in users})
     for user in users:
-        dovecot.add_user(user, "pw-" + user)
         inbox_id, _ = world.inbox(f"T-{user}", [world.admin_id])
         cids.append(
             world.connect(
@@ -229,13 +237,7 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
             )
         )
 
-    ports = [stack.smtp_port, free_port()]
-    for n in (1, 2, 3):
-        stack.start(f"worker{n}", "worker", "-c", "1")
-    for n in (1, 2):
-        stack.start(f"poller{n}", "poller")
-    for n, port in enumerate(ports, 1):
-        stack.start(f"gateway{n}", "gateway", env={"INBOXLOG_SMTP_PORT": str(port)})
+    stages = {"mailboxes": time.monotonic() - t0}
 
     def everything() -> str:
         return "".join(stack.log(name)[-1500:] for name in list(stack.procs))
@@ -244,6 +246,7 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
         wait_for(lambda n=n: "ready." in stack.log(f"worker{n}"), 120, everything)
     for n in (1, 2):
         wait_for(lambda n=n: "listening" in stack.log(f"gateway{n}"), 120, everything)
+    stages["processes"] = time.monotonic() - t0
     # Every mailbox synced once: mail appended from now on is new mail.
     wait_for(
         lambda: (
@@ -362,7 +365,9 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
     assert outcomes["logged"] == SMTP_MESSAGES + IMAP_MESSAGES
     assert set(outcomes) <= {"logged", "duplicate"}, outcomes
     print(
-        f"\nmany machines: up in {started:.1f}s, all logged at {finished:.1f}s; kills at "
+        "\nmany machines: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
+        + f"; up in {started:.1f}s, all logged at {finished:.1f}s; kills at "
         + ", ".join(f"{k} {v[0]:.1f}s (at {v[1]})" for k, v in killed.items())
         + f"; SMTP retries {sent.retried}; stored {stored}, duplicates {outcomes['duplicate']}"
     )

@@ -3,6 +3,7 @@ PostgreSQL (or the embedded defaults), plus helpers to send mail over SMTP and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -109,8 +110,19 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+        # SIGTERM to every process first, then wait: they shut down side by side.
+        procs = [p for p in self.procs.values() if p.poll() is None]
+        self.procs.clear()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         if self.broker_url.startswith(("redis://127.0.0.1:6379/", "amqp://")):
             # Leave the shared Redis db or the session's vhost as we found them: no tasks
             # behind for the next stack.
