@@ -36,10 +36,26 @@ QUEUES = (QUEUE_INTAKE, QUEUE_OUTBOUND)
 # ``consumer_timeout`` (30 min by default) the worker's channel is closed. Longer delays are not
 # published at all: the sweeper enqueues what has come due (outbox retries, Sent-folder checks).
 MAX_COUNTDOWN_SECONDS = 600.0
+# RabbitMQ's default consumer_timeout: a task running longer has its worker's channel closed.
+RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800.0
 
 
 def is_amqp(url: str) -> bool:
     return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def consumer_timeout_problem(settings: Settings) -> str | None:
+    """Why the task time limit does not fit RabbitMQ's default consumer_timeout, if it does not."""
+    if not is_amqp(settings.effective_broker_url):
+        return None
+    if settings.task_time_limit < RABBITMQ_CONSUMER_TIMEOUT_SECONDS:
+        return None
+    return (
+        f"INBOXLOG_TASK_TIME_LIMIT ({settings.task_time_limit:g}s) is not below RabbitMQ's "
+        f"default consumer_timeout ({RABBITMQ_CONSUMER_TIMEOUT_SECONDS:g}s): a task that runs "
+        "that long has its channel closed and is delivered again, unless the server's "
+        "consumer_timeout was raised"
+    )
 
 
 def broker_transport_options(url: str) -> dict[str, Any]:
