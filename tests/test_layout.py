@@ -118,7 +118,11 @@ def test_compose_scales_every_kind_behind_one_entry_point() -> None:
     env = compose["x-inboxlog"]["environment"]
     lb_ip = lb["networks"]["backend"]["ipv4_address"]
     assert env["INBOXLOG_SMTP_PROXY_PROTOCOL"] == "true"
-    assert env["INBOXLOG_SMTP_TRUSTED_PROXIES"] == env["INBOXLOG_TRUSTED_PROXIES"] == f"{lb_ip}/32"
+    trusted = env["INBOXLOG_SMTP_TRUSTED_PROXIES"]
+    assert trusted == env["INBOXLOG_TRUSTED_PROXIES"] == f"{lb_ip}/32,127.0.0.1/32"
+    # The gateway's healthcheck speaks the PROXY protocol (from loopback, trusted) and wants 220.
+    check = services["gateway"]["healthcheck"]["test"]
+    assert "PROXY TCP4" in check[-1] and "220" in check[-1]
     [subnet] = [c["subnet"] for c in compose["networks"]["backend"]["ipam"]["config"]]
     assert ipaddress.ip_address(lb_ip) in ipaddress.ip_network(subnet)
 
