@@ -192,6 +192,9 @@ def scale_stack(
             broker,
             INBOXLOG_POLL_SECONDS="2",
             INBOXLOG_POLLER_LEASE_SECONDS="3",
+            # Soon enough for a dead worker's rows (Redis keeps its task for an hour), late
+            # enough not to re-enqueue much of the backlog the flood builds up.
+            INBOXLOG_SWEEP_AFTER_SECONDS="5",
         )
         try:
             yield stack
@@ -207,7 +210,7 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
     t0 = time.monotonic()
     ports = [stack.smtp_port, free_port()]
     for n in (1, 2, 3):
-        stack.start(f"worker{n}", "worker", "-c", "1")
+        stack.start(f"worker{n}", "worker", "-c", "2")
     for n in (1, 2):
         stack.start(f"poller{n}", "poller")
     for n, port in enumerate(ports, 1):

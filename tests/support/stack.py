@@ -193,10 +193,13 @@ def make_stack(workdir: Path, db_url: str, broker_url: str, **extra: str) -> Sta
         INBOXLOG_ADMIN_TOKEN="stack-operator-token",
         INBOXLOG_SMTP_PORT=str(smtp_port),
         INBOXLOG_HTTP_PORT=str(free_port()),
-        INBOXLOG_SWEEP_AFTER_SECONDS="3",
         INBOXLOG_SMTP_RATE_PER_MINUTE="1000000",
-        # The tests' servers (Dovecot, fakes) live on loopback.
-        **{"INBOXLOG_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8", **extra},
+        **{
+            "INBOXLOG_SWEEP_AFTER_SECONDS": "3",
+            # The tests' servers (Dovecot, fakes) live on loopback.
+            "INBOXLOG_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+            **extra,
+        },
     )
     engine = make_engine(db_url)
     return Stack(workdir, db_url, broker_url, env, smtp_port, make_session_factory(engine))
