@@ -38,7 +38,7 @@ from tests.support.databases import fresh_postgres
 from tests.support.dovecot import DovecotServer, dovecot_server_factory, ensure_dovecot_installed
 from tests.support.processes import free_port
 from tests.support.stack import Stack, make_stack, wait_for
-from tests.support.world import new_world
+from tests.support.world import World, new_world
 
 SMTP_MESSAGES = 2000
 IMAP_MESSAGES = 1000
@@ -180,6 +180,30 @@ def _mid_task(log: str) -> bool:
     return received > finished
 
 
+def _team_mailboxes(
+    stack: Stack, world: World, dovecot: DovecotServer, users: list[str]
+) -> list[int]:
+    """A Dovecot login, a team inbox and its IMAP connection per user; the connection ids."""
+    box = SecretBox(stack.env["INBOXLOG_SECRET_KEY"])
+    dovecot.add_users({user: "pw-" + user for user in users})
+    cids = []
+    for user in users:
+        inbox_id, _ = world.inbox(f"T-{user}", [world.admin_id])
+        imap = {
+            "host": "127.0.0.1",
+            "port": dovecot.port,
+            "security": "none",
+            "username": user,
+            "password": "pw-" + user,
+        }
+        cids.append(
+            world.connect(
+                f"{user}@ours.example", kind="team", inbox_id=inbox_id, box=box, imap=imap
+            )
+        )
+    return cids
+
+
 @pytest.fixture(params=BROKERS)
 def scale_stack(
     request: pytest.FixtureRequest, tmp_path: Path, dovecot: DovecotServer
@@ -217,28 +241,9 @@ def test_two_gateways_two_pollers_three_workers_one_of_each_killed_under_load(
         stack.start(f"gateway{n}", "gateway", env={"INBOXLOG_SMTP_PORT": str(port)})
 
     world = new_world(stack.sessions)
-    box = SecretBox(stack.env["INBOXLOG_SECRET_KEY"])
     tag = f"{os.getpid()}x{random.randrange(10**6)}"
     users = [f"team{i}-{tag}" for i in range(MAILBOXES)]
-    cids = []
-    dovecot.add_users({user: "pw-" + user for user in users})
-    for user in users:
-        inbox_id, _ = world.inbox(f"T-{user}", [world.admin_id])
-        cids.append(
-            world.connect(
-                f"{user}@ours.example",
-                kind="team",
-                inbox_id=inbox_id,
-                box=box,
-                imap={
-                    "host": "127.0.0.1",
-                    "port": dovecot.port,
-                    "security": "none",
-                    "username": user,
-                    "password": "pw-" + user,
-                },
-            )
-        )
+    cids = _team_mailboxes(stack, world, dovecot, users)
 
     stages = {"mailboxes": time.monotonic() - t0}
 
