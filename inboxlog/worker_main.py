@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -9,13 +10,22 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 
 from inboxlog.runtime import Runtime
 from shared import counters
-from shared.queueing import QUEUE_INTAKE, QUEUE_OUTBOUND, TaskSender
+from shared.queueing import (
+    QUEUE_INTAKE,
+    QUEUE_OUTBOUND,
+    TaskSender,
+    consumer_timeout_problem,
+)
 from worker.celery_app import create_celery
 from worker.claims import active_ids
 from worker.sweeper import Sweeper
 
+log = logging.getLogger("inboxlog.worker")
+
 
 def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
+    if problem := consumer_timeout_problem(rt.settings):
+        log.warning("%s", problem)
     app = create_celery(rt.settings)
     sweeper = Sweeper(
         rt.sessions,

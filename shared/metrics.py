@@ -37,8 +37,9 @@ class QueueProbe:
     """Reads queue depths from the broker, time-boxed: an unreachable broker gives None.
 
     ``queue_declare(passive=True)`` answers the message count on Redis (LLEN over the priority
-    lists) and on the embedded SQLAlchemy broker alike. Depths count *tasks*, and a task carries
-    a batch of stored-message ids.
+    lists), on RabbitMQ (the queue's ready messages) and on the embedded SQLAlchemy broker
+    alike. On every one it counts tasks waiting, not those a worker holds unacknowledged. Depths
+    count *tasks*, and a task carries a batch of stored-message ids.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class QueueProbe:
                 try:
                     out[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except c.channel_errors:  # never declared yet: nothing was ever queued
+                    # (RabbitMQ answers 404 and closes the channel; py-amqp reopens it.)
                     out[name] = 0
 
     def depths(self) -> dict[str, int | None]:

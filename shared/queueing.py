@@ -31,16 +31,56 @@ QUEUE_OUTBOUND = "outbound"
 QUEUES = (QUEUE_INTAKE, QUEUE_OUTBOUND)
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Reliability settings from Celery's own guide: late acks, prefetch 1, reject on loss."""
-    url = settings.effective_broker_url
-    transport_options: dict[str, Any] = {}
+# A delayed task (``countdown``) is held by a worker, unacknowledged, until it is due: on Redis
+# past ``visibility_timeout`` it is handed out a second time, on RabbitMQ past the server's
+# ``consumer_timeout`` (30 min by default) the worker's channel is closed. Longer delays are not
+# published at all: the sweeper enqueues what has come due (outbox retries, Sent-folder checks).
+MAX_COUNTDOWN_SECONDS = 600.0
+# RabbitMQ's default consumer_timeout: a task running longer has its worker's channel closed.
+RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800.0
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def consumer_timeout_problem(settings: Settings) -> str | None:
+    """Why the task time limit does not fit RabbitMQ's default consumer_timeout, if it does not."""
+    if not is_amqp(settings.effective_broker_url):
+        return None
+    if settings.task_time_limit < RABBITMQ_CONSUMER_TIMEOUT_SECONDS:
+        return None
+    return (
+        f"INBOXLOG_TASK_TIME_LIMIT ({settings.task_time_limit:g}s) is not below RabbitMQ's "
+        f"default consumer_timeout ({RABBITMQ_CONSUMER_TIMEOUT_SECONDS:g}s): a task that runs "
+        "that long has its channel closed and is delivered again, unless the server's "
+        "consumer_timeout was raised"
+    )
+
+
+def broker_transport_options(url: str) -> dict[str, Any]:
+    """What differs between brokers (see the README's "Brokers")."""
     if url.startswith("redis"):
-        # Unacked tasks come back after this long if a worker vanished; the sweeper is faster.
-        transport_options["visibility_timeout"] = 3600
+        # Unacked tasks of a vanished worker come back after this long; the sweeper is faster.
+        return {"visibility_timeout": 3600}
+    if is_amqp(url):
+        # A publish returns once RabbitMQ has the task (publisher confirms), as an LPUSH does
+        # on Redis: "enqueued" is never a task lost in a dying connection's buffers.
+        return {"confirm_publish": True}
+    return {}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Reliability settings from Celery's own guide: late acks, prefetch 1, reject on loss.
+
+    On both brokers a task is acknowledged only once it finished, so a killed worker's task is
+    delivered again: at once on RabbitMQ (its connection closes), after ``visibility_timeout``
+    on Redis — and within ``INBOXLOG_SWEEP_AFTER_SECONDS`` by the sweeper on either.
+    """
+    url = settings.effective_broker_url
     return {
         "broker_url": url,
-        "broker_transport_options": transport_options,
+        "broker_transport_options": broker_transport_options(url),
         "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
@@ -92,8 +132,11 @@ class TaskSender:
         return sent
 
     def deliver(self, outbox_ids: Iterable[int], countdown: float | None = None) -> int:
-        """Enqueue delivery of outbox entries; a broker outage leaves them to the sweeper."""
+        """Enqueue delivery of outbox entries; a broker outage leaves them to the sweeper, and
+        so does a delay past :data:`MAX_COUNTDOWN_SECONDS` (the sweeper enqueues due retries)."""
         sent = 0
+        if countdown is not None and countdown > MAX_COUNTDOWN_SECONDS:
+            return 0
         try:
             for outbox_id in outbox_ids:
                 self.app.send_task(
@@ -109,7 +152,10 @@ class TaskSender:
         return sent
 
     def file_sent(self, outbox_id: int, countdown: float) -> None:
-        """Look for (and if need be APPEND) the sent copy in the mailbox's Sent folder later."""
+        """Look for (and if need be APPEND) the sent copy in the mailbox's Sent folder later;
+        a delay past :data:`MAX_COUNTDOWN_SECONDS` is left to the sweeper (``unfiled``)."""
+        if countdown > MAX_COUNTDOWN_SECONDS:
+            return
         try:
             self.app.send_task(
                 TASK_FILE_SENT,

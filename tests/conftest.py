@@ -17,7 +17,9 @@ from gateway.api.context import ApiContext
 from shared.config import Settings
 from shared.crypto import SecretBox
 from shared.db.engine import make_engine, make_session_factory
+from tests.support.brokers import rabbitmq_vhost
 from tests.support.databases import fresh_postgres, fresh_sqlite
+from tests.support.stack import redis_broker_url
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus" / "public"
@@ -40,6 +42,28 @@ def postgresql_url() -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest) -> str:
     """Every test using this runs on both backends."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this test session's own, deleted at the end. An unreachable
+    RabbitMQ is an error, never a skip."""
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+BROKERS = ["redis", "rabbitmq"]
+
+
+def broker_url_for(request: pytest.FixtureRequest, kind: str) -> str:
+    """A fresh Redis db, or the session's RabbitMQ vhost."""
+    return redis_broker_url() if kind == "redis" else request.getfixturevalue("rabbitmq_url")
+
+
+@pytest.fixture(params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Every test using this runs on both brokers."""
+    return broker_url_for(request, request.param)
 
 
 def make_settings(db_url: str, tmp_path: Path, **over: Any) -> Settings:

@@ -9,6 +9,9 @@ raw bytes contain ``marker`` meets ``action`` when it reaches ``stage``:
 - ``spin``: a catastrophic regular expression in C code that ignores signals (only the hard time
   limit, which kills the process, ends it);
 - ``kill``: the worker process SIGKILLs itself.
+
+With ``"once": path`` a fault acts only for the first process to create ``path`` (atomically,
+across processes): a replacement worker started with the same faults processes the message.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from worker.pipeline.job import Batch, Job
 
 
 def _act(fault: dict[str, Any]) -> None:
+    if once := fault.get("once"):
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
     action = fault["action"]
     if action == "sleep":
         deadline = time.monotonic() + float(fault.get("seconds", 3600))

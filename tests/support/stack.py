@@ -3,6 +3,7 @@ PostgreSQL (or the embedded defaults), plus helpers to send mail over SMTP and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,6 +21,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import make_engine, make_session_factory
+from shared.queueing import QUEUES
+from tests.support.brokers import empty_broker
 from tests.support.processes import free_port, inboxlog_env, start
 
 
@@ -107,12 +110,27 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
-        if self.broker_url.startswith("redis://127.0.0.1:6379/"):
-            # Leave the shared Redis as we found it: no queues or bindings behind.
-            db = int(self.broker_url.rsplit("/", 1)[1])
-            redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+        # SIGTERM to every process first, then wait: they shut down side by side.
+        procs = [p for p in self.procs.values() if p.poll() is None]
+        self.procs.clear()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.broker_url.startswith(("redis://127.0.0.1:6379/", "amqp://")):
+            # Leave the shared Redis db or the session's vhost as we found them: no tasks
+            # behind for the next stack.
+            self.empty_broker()
+
+    def empty_broker(self) -> None:
+        """Drop every waiting task (a Redis flushdb; a purge of the RabbitMQ queues)."""
+        empty_broker(self.broker_url, QUEUES)
 
     # -- mail --------------------------------------------------------------------------------
     def send(self, raw: bytes, rcpts: list[str], mail_from: str = "sender@example.net") -> dict:
@@ -175,10 +193,13 @@ def make_stack(workdir: Path, db_url: str, broker_url: str, **extra: str) -> Sta
         INBOXLOG_ADMIN_TOKEN="stack-operator-token",
         INBOXLOG_SMTP_PORT=str(smtp_port),
         INBOXLOG_HTTP_PORT=str(free_port()),
-        INBOXLOG_SWEEP_AFTER_SECONDS="3",
         INBOXLOG_SMTP_RATE_PER_MINUTE="1000000",
-        # The tests' servers (Dovecot, fakes) live on loopback.
-        **{"INBOXLOG_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8", **extra},
+        **{
+            "INBOXLOG_SWEEP_AFTER_SECONDS": "3",
+            # The tests' servers (Dovecot, fakes) live on loopback.
+            "INBOXLOG_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+            **extra,
+        },
     )
     engine = make_engine(db_url)
     return Stack(workdir, db_url, broker_url, env, smtp_port, make_session_factory(engine))
