@@ -449,9 +449,10 @@ class DovecotServer:
         """
         self.add_users({name: password})
 
-    def add_users(self, logins: dict[str, str]) -> None:
+    def add_users(self, logins: dict[str, str], *, sign_in: bool = True) -> None:
         """Add several logins at once (one passwd-file re-read for all of them, instead of
-        about a second each)."""
+        about a second each). ``sign_in=False``: return without signing in as each (and
+        holding a session per user); their INBOX and Sent come with their first login."""
         for name, password in logins.items():
             if not name or any(c in name for c in ":/\n\r") or name.startswith("."):
                 raise ValueError(f"unsupported user name {name!r}")
@@ -465,7 +466,7 @@ class DovecotServer:
                 path.mkdir(parents=True, exist_ok=True)
                 if self._mail_uid != os.geteuid():
                     os.chown(path, self._mail_uid, self._mail_gid)
-        for name in logins if self.running else ():
+        for name in logins if self.running and sign_in else ():
             # Dovecot re-reads the passwd-file at most about once a second, so a user added
             # right after another may need a moment before the login works.
             deadline = time.monotonic() + 5
@@ -478,19 +479,6 @@ class DovecotServer:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-
-    def add_users(self, users: dict[str, str]) -> None:
-        """Add many logins at once (name -> password), without signing in as each: their
-        INBOX and Sent are created by their first login. Dovecot notices the new users file
-        within about a second."""
-        with self._lock:
-            self._passwords.update(users)
-            self._write_users()
-        for name in users:
-            for path in (self.mail_root / name, self.home_root / name):
-                path.mkdir(parents=True, exist_ok=True)
-                if self._mail_uid != os.geteuid():
-                    os.chown(path, self._mail_uid, self._mail_gid)
 
     def create_folder(self, user: str, name: str) -> None:
         """Create (and subscribe) a mailbox; ``/`` is the hierarchy separator."""
