@@ -43,7 +43,7 @@ from worker.pipeline.gather import gather, prefetch
 from worker.pipeline.job import Batch, Deps, Job
 from worker.pipeline.record import record_batch
 from worker.pipeline.route import route
-from worker.pipeline.thread_match import thread
+from worker.pipeline.thread_match import lookup, thread
 from worker.pipeline.understand import understand
 
 log = logging.getLogger("inboxlog.pipeline")
@@ -69,13 +69,14 @@ def _understand(job: Job, batch: Batch) -> None:
 PIPELINE: tuple[Stage, ...] = (
     # claim (its own transaction) comes first: see process_many.
     Stage("understand", per_message=_understand, txn=Txn.NONE),  # parse; a forward's original
-    Stage("prefetch", per_batch=prefetch),  # account facts, contacts, team inbox locks
+    Stage("prefetch", per_batch=prefetch),  # account facts, contacts
+    Stage("lookup", per_batch=lookup),  # team inbox locks; what the batch can thread on
     Stage("gather", per_message=gather),  # the facts the decision needs
     Stage("thread", per_message=thread),  # team mail: the conversation it joins
     Stage("route", per_message=route),  # a new conversation: the inbox's routing rules
     Stage("decide", per_message=decide),  # the §4 logging decision, with its reasons
     Stage("record", per_batch=record_batch),  # emails, participants, contacts, associations
-    Stage("converse", per_message=converse),  # team mail joins its conversation
+    Stage("converse", per_batch=converse),  # team mail joins its conversation
     Stage("finish", per_batch=finish),  # decisions; rows done
 )
 _FIRST_SHARED = next(i for i, s in enumerate(PIPELINE) if s.txn is Txn.SHARED)

@@ -17,7 +17,7 @@ from shared.rules.routing import RoutingResult
 
 if TYPE_CHECKING:
     from worker.pipeline.content import EmailContent
-    from worker.pipeline.thread_match import ThreadKeys, ThreadMatch
+    from worker.pipeline.thread_match import Candidates, ThreadKeys, ThreadMatch
 
 
 @dataclass
@@ -90,6 +90,8 @@ class Batch:
     # the batch's Sent-folder copies: the IMAP copy must not log what the sender kept out.
     unlogged_sends: dict[int, set[str]] = field(default_factory=dict)
     rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
+    # what the database holds for the batch's team mail to thread on (read by ``lookup``)
+    candidates: Candidates = field(default_factory=lambda: _candidates())
     # inbox -> thread keys of the batch's team messages kept so far (not recorded yet)
     threads: dict[int, list[ThreadKeys]] = field(default_factory=dict)
     # stored id -> conversation, for later messages of the batch that thread on it
@@ -105,3 +107,9 @@ class Batch:
     def db(self) -> Session:
         assert self.session is not None, "a transactional stage ran outside the transaction"
         return self.session
+
+
+def _candidates() -> Candidates:
+    from worker.pipeline.thread_match import Candidates
+
+    return Candidates()
