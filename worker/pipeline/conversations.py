@@ -228,16 +228,21 @@ def _already_in(session: Session, batch: Batch, duplicates: list[Job]) -> None:
             batch.conversations[job.stored_id] = existing
 
 
+_EMAILS = table_of(LoggedEmail)
+# By primary key alone, the condition in the value: "WHERE id = :e AND conversation_id IS NULL"
+# lets the planner read ix_logged_emails_conversation_id for NULL — every email ever updated
+# away from NULL leaves a dead entry there until a vacuum, so that read grows with the account.
+_NAME_FIRST = (
+    sa.update(_EMAILS)
+    .where(_EMAILS.c.id == sa.bindparam("e"))
+    .values(conversation_id=sa.func.coalesce(_EMAILS.c.conversation_id, sa.bindparam("c")))
+)
+
+
 def name_first_conversations(batch: Batch) -> None:
     """``logged_emails.conversation_id`` (what the email API shows) for the batch's emails
     that had none: one statement for the batch."""
     if not batch.first_conversations:
         return
-    table = table_of(LoggedEmail)
-    batch.db().execute(
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("e"), table.c.conversation_id.is_(None))
-        .values(conversation_id=sa.bindparam("c")),
-        batch.first_conversations,
-    )
+    batch.db().execute(_NAME_FIRST, batch.first_conversations)
     batch.first_conversations.clear()

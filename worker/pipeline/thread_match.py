@@ -3,9 +3,12 @@
 Headers first (In-Reply-To/References against the inbox's known Message-IDs), a bounce to the
 conversation of the message it reports on, then the normalized subject with the same external
 participant within 30 days — against what is recorded, then against the earlier messages of the
-same batch (not recorded yet). The match is made once, under the inbox's lock (taken by
-``lookup`` and held until the batch transaction ends), so two workers never open two
-conversations for one thread, and the later stages (route, converse) use it as it is.
+same batch (not recorded yet).
+
+The match is made without a lock (``lookup``, then ``thread`` per message), and checked again
+under the inbox's lock by ``settle`` just before ``converse`` (the lock is held until the batch
+transaction ends), so two workers never open two conversations for one thread while most of
+their batches' work — recording emails and contacts — runs side by side.
 
 ``lookup`` reads what the whole batch can thread on in at most three indexed statements per
 account (emails by Message-ID, their conversations in the batch's inboxes, conversations by
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
 from shared.db.models import Conversation, ConversationEmail, LoggedEmail
@@ -72,8 +77,11 @@ def external_of(content: EmailContent | None, account: AccountFacts | None) -> s
 # Built once, on the Core tables (no ORM execution context): these run for every batch of team
 # mail, and building or ORM-wrapping a statement costs more Python than running it.
 _E, _CE, _C = LoggedEmail.__table__.c, ConversationEmail.__table__.c, Conversation.__table__.c
-# Per Message-ID looked up, at most this many emails are read (the newest): a Message-ID that
-# many emails share (a broken client, a hostile sender) must not make a lookup unbounded.
+# Per Message-ID looked up, at most this many emails are read: a Message-ID that many emails
+# share (a broken client, a hostile sender) must not make a lookup unbounded. No ORDER BY (the
+# newest is picked in memory): an "ORDER BY id DESC LIMIT n" invites the planner to walk the
+# primary key (or any index on account_id) backwards through the whole account instead of
+# reading the (account_id, message_id) index for just these ids.
 EMAILS_PER_ID = 50
 _EMAILS_BY_MESSAGE_ID = (
     sa.select(_E.id, _E.message_id)
@@ -81,7 +89,6 @@ _EMAILS_BY_MESSAGE_ID = (
         _E.account_id == sa.bindparam("account"),
         _E.message_id.in_(sa.bindparam("ids", expanding=True)),
     )
-    .order_by(_E.id.desc())
     .limit(sa.bindparam("limit"))
 )
 _CONVERSATIONS_OF_EMAILS = (
@@ -92,17 +99,33 @@ _CONVERSATIONS_OF_EMAILS = (
         _C.inbox_id.in_(sa.bindparam("inboxes", expanding=True)),
     )
 )
-# One index range per (inbox, subject, external) key: ix_conversations_inbox_thread (0008).
-_BY_SUBJECT = sa.select(
-    _C.id, _C.inbox_id, _C.thread_subject, _C.external_address, _C.last_message_at
-).where(
-    sa.tuple_(_C.inbox_id, _C.thread_subject, _C.external_address).in_(
-        sa.bindparam("keys", expanding=True)
-    ),
-    _C.last_message_at >= sa.bindparam("since", type_=_C.last_message_at.type),
-)
+
+
+def _by_subject(n: int) -> sa.Select[Any]:
+    """The newest conversation for each of ``n`` (inbox, subject key, external) keys: one
+    branch per key, each an index range of ix_conversations_inbox_thread (0008) read newest
+    first and stopped after one row — whatever the inbox holds, and whatever the statistics
+    say (a single statement with a row-value IN and a date range can be planned as a walk of
+    the inbox's last 30 days of conversations)."""
+    branches = [
+        sa.select(_C.id, _C.inbox_id, _C.thread_subject, _C.external_address, _C.last_message_at)
+        .where(
+            _C.inbox_id == sa.bindparam(f"i{k}"),
+            _C.thread_subject == sa.bindparam(f"s{k}"),
+            _C.external_address == sa.bindparam(f"e{k}"),
+            _C.last_message_at.is_not(None),
+        )
+        .order_by(_C.last_message_at.desc())
+        .limit(1)
+        .subquery()
+        for k in range(n)
+    ]
+    union = sa.union_all(*(sa.select(b) for b in branches)).subquery()
+    return sa.select(union)
+
 
 SubjectKey = tuple[int, str, str]  # inbox, subject key, external address
+SUBJECT_KEYS_PER_STATEMENT = 50  # a batch's keys, in statements of at most this many branches
 
 
 @dataclass
@@ -113,7 +136,7 @@ class Candidates:
     # (inbox, Message-ID) -> [(email id, conversation id)]: the inbox's conversations holding
     # an email with that Message-ID
     by_message_id: dict[tuple[int, str], list[tuple[int, int]]] = field(default_factory=dict)
-    # (inbox, subject key, external) -> [(last message at, conversation id)], newest first
+    # (inbox, subject key, external) -> [(last message at, conversation id)]: the newest
     by_subject: dict[SubjectKey, list[tuple[datetime, int]]] = field(default_factory=dict)
 
     def newest_of(self, inbox_id: int, ids: list[str]) -> int | None:
@@ -126,6 +149,8 @@ class Candidates:
         return best[1] if best else None
 
     def by_subject_since(self, key: SubjectKey, since: datetime) -> int | None:
+        """The key's newest conversation, when its last message is no older than ``since``
+        (when the newest is older, so is every other)."""
         return next((cid for last, cid in self.by_subject.get(key, ()) if last >= since), None)
 
 
@@ -152,16 +177,24 @@ def is_team(job: Job) -> bool:
 
 
 def lookup(batch: Batch) -> None:
-    """Take the locks of the batch's team inboxes, then read what their mail can thread on:
-    the conversations holding the Message-IDs it refers to, and those with its subjects and
-    external participants — a few indexed statements for the whole batch, so the time spent
-    under the inbox lock does not grow with the batch's size or the inbox's."""
+    """Read what the batch's team mail can thread on: the conversations holding the
+    Message-IDs it refers to, and those with its subjects and external participants — a few
+    indexed statements for the whole batch.
+
+    No lock is taken here (unless an earlier attempt of the batch found a conflict): what is
+    read is checked again under the inbox locks by ``settle``, after ``record``, so the time
+    under the lock is that of ``settle``, ``converse`` and ``finish`` only."""
     team = [j for j in batch.live if is_team(j)]
     if not team:
         return
-    session = batch.db()
-    lock_inboxes(session, (j.inbox_id for j in team if j.inbox_id is not None))
-    found = batch.candidates
+    if batch.lock_first:
+        lock_inboxes(batch.db(), (j.inbox_id for j in team if j.inbox_id is not None))
+    _read(batch.db(), team, batch.candidates, batch.accounts)
+
+
+def _read(
+    session: Session, team: list[Job], found: Candidates, accounts: dict[int, AccountFacts]
+) -> None:
     inboxes = sorted({j.inbox_id for j in team if j.inbox_id is not None})
     wanted: dict[int, set[str]] = {}
     for j in team:
@@ -182,14 +215,54 @@ def lookup(batch: Batch) -> None:
         ):
             key = (inbox_id, emails[email_id])
             found.by_message_id.setdefault(key, []).append((email_id, conv_id))
-    keys = [k for j in team if (k := _subject_key(j, batch.accounts.get(j.account_id)))]
-    if keys:
-        since = min(when for _, when in keys) - SUBJECT_WINDOW
-        rows = session.execute(
-            _BY_SUBJECT, {"keys": sorted({k for k, _ in keys}), "since": since}
-        ).all()
-        for cid, inbox_id, subject, ext, last in sorted(rows, key=lambda r: r[4], reverse=True):
-            found.by_subject.setdefault((inbox_id, subject, ext), []).append((last, cid))
+    with_keys = (_subject_key(j, accounts.get(j.account_id)) for j in team)
+    keys = sorted({sk[0] for sk in with_keys if sk is not None})
+    for i in range(0, len(keys), SUBJECT_KEYS_PER_STATEMENT):
+        chunk = keys[i : i + SUBJECT_KEYS_PER_STATEMENT]
+        params: dict[str, Any] = {}
+        for k, (inbox_id, subject, ext) in enumerate(chunk):
+            params |= {f"i{k}": inbox_id, f"s{k}": subject, f"e{k}": ext}
+        for cid, inbox_id, subject, ext, last in session.execute(_by_subject(len(chunk)), params):
+            found.by_subject[(inbox_id, subject, ext)] = [(last, cid)]
+
+
+class ThreadConflict(Exception):
+    """Mail committed by another worker since ``lookup`` changes what a message of the batch
+    threads on in a way that changes its decision: the batch runs again, locks first."""
+
+
+def settle(batch: Batch) -> None:
+    """Take the locks of the batch's team inboxes (ascending), then check the threading that
+    ``lookup`` read without them against what is committed now: a message whose match changed
+    takes the new one. Only when that would change a decision — a new conversation's routing
+    rule skipped the message, and it now continues a conversation; or it now opens one, so its
+    inbox's rules apply — is the batch run again (``ThreadConflict``), with the locks taken
+    before ``lookup``. Two batches for one inbox thus overlap in everything but the short
+    tail of ``settle``, ``converse`` and ``finish``, and never open two conversations for one
+    thread."""
+    team = [j for j in batch.live if j.thread is not None]
+    if not team:
+        return
+    session = batch.db()
+    locked = lock_inboxes(session, (j.inbox_id for j in team if j.inbox_id is not None))
+    if not locked or batch.lock_first:
+        return  # one writer at a time (SQLite), or lookup already ran under the locks
+    fresh = Candidates()
+    _read(session, team, fresh, batch.accounts)
+    for job in team:
+        assert job.thread is not None and job.inbox_id is not None
+        earlier = batch.threads.get(job.inbox_id, [])[: batch.earlier_count.get(job.stored_id, 0)]
+        again = find_conversation(fresh, job, earlier)
+        if again == job.thread:
+            continue
+        was_new = job.thread.is_new
+        if again.is_new and not was_new:
+            raise ThreadConflict(job.stored_id)
+        if was_new and not again.is_new:
+            if job.routing is not None and job.routing.skip:
+                raise ThreadConflict(job.stored_id)
+            job.routing = None  # rules apply to a new conversation only (§5)
+        job.thread = again
 
 
 def find_conversation(
@@ -257,4 +330,6 @@ def thread(job: Job, batch: Batch) -> None:
     the batch's mail can thread on)."""
     if not is_team(job) or job.inbox_id is None:
         return
-    job.thread = find_conversation(batch.candidates, job, batch.threads.get(job.inbox_id))
+    earlier = batch.threads.get(job.inbox_id, [])
+    batch.earlier_count[job.stored_id] = len(earlier)  # what settle matches against again
+    job.thread = find_conversation(batch.candidates, job, earlier)
