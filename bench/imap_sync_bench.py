@@ -49,7 +49,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_mailbox import breakdown_note, describe, realistic_mailbox  # noqa: E402
-from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process, stop_profile  # noqa: E402  (bench/ is on sys.path)
+from bench_measure import (  # noqa: E402  (bench/ is on sys.path)
+    Vacuumer,
+    cpu_snapshot,
+    free_port,
+    pct,
+    profile,
+    stop_process,
+    stop_profile,
+)
 from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
 
 BATCH = 200  # the yardstick's FETCH batch; the product's default (PollerConfig.fetch_batch)
@@ -558,12 +566,16 @@ def run(args: argparse.Namespace) -> Figures:
             stack.env["INBOXLOG_SWEEP_AFTER_SECONDS"] = "3600"  # no re-enqueues of the backlog
             stack.env["INBOXLOG_ALLOWED_PRIVATE_NETWORKS"] = LOOPBACK  # Dovecot is on 127.0.0.1
             stack.env["INBOXLOG_LOG_FORMAT"] = "json"  # the worker's per-stage timings, parsed
+            dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+            vacuum = None if args.no_vacuum else Vacuumer(dsn)
+            if vacuum is not None:
+                vacuum.start()
             try:
                 fig_stack(
                     fig,
                     args,
                     stack,
-                    db_url.replace("postgresql+psycopg://", "postgresql://", 1),
+                    dsn,
                     server,
                     yard,
                     workdir,
@@ -571,6 +583,8 @@ def run(args: argparse.Namespace) -> Figures:
                     redis_pid,
                 )
             finally:
+                if vacuum is not None:
+                    fig.notes.append(vacuum.stop())
                 stack.close()
     finally:
         if server is not None:

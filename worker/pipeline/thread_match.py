@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,14 +84,23 @@ _E, _CE, _C = LoggedEmail.__table__.c, ConversationEmail.__table__.c, Conversati
 # primary key (or any index on account_id) backwards through the whole account instead of
 # reading the (account_id, message_id) index for just these ids.
 EMAILS_PER_ID = 50
-_EMAILS_BY_MESSAGE_ID = (
-    sa.select(_E.id, _E.message_id)
-    .where(
-        _E.account_id == sa.bindparam("account"),
-        _E.message_id.in_(sa.bindparam("ids", expanding=True)),
+
+
+@cache
+def _emails_by_message_id(n: int) -> sa.Select[Any]:
+    """Emails of an account with one of ``n`` Message-IDs, at most EMAILS_PER_ID each on
+    average. The LIMIT is written into the statement: as a parameter, a prepared statement's
+    generic plan assumes it cuts the result short and reads an index on account_id alone."""
+    return (
+        sa.select(_E.id, _E.message_id)
+        .where(
+            _E.account_id == sa.bindparam("account"),
+            _E.message_id.in_(sa.bindparam("ids", expanding=True)),
+        )
+        .limit(sa.literal_column(str(EMAILS_PER_ID * n)))
     )
-    .limit(sa.bindparam("limit"))
-)
+
+
 _CONVERSATIONS_OF_EMAILS = (
     sa.select(_CE.email_id, _CE.conversation_id, _C.inbox_id)
     .join_from(ConversationEmail.__table__, Conversation.__table__, _C.id == _CE.conversation_id)
@@ -101,6 +111,7 @@ _CONVERSATIONS_OF_EMAILS = (
 )
 
 
+@cache
 def _by_subject(n: int) -> sa.Select[Any]:
     """The newest conversation for each of ``n`` (inbox, subject key, external) keys: one
     branch per key, each an index range of ix_conversations_inbox_thread (0008) read newest
@@ -202,12 +213,12 @@ def _read(
     for account_id, ids in sorted(wanted.items()):
         if not ids:
             continue
-        emails = dict(
-            session.execute(
-                _EMAILS_BY_MESSAGE_ID,
-                {"account": account_id, "ids": sorted(ids), "limit": EMAILS_PER_ID * len(ids)},
-            ).all()
-        )
+        emails: dict[int, str] = {
+            eid: mid
+            for eid, mid in session.execute(
+                _emails_by_message_id(len(ids)), {"account": account_id, "ids": sorted(ids)}
+            )
+        }
         if not emails:
             continue
         for email_id, conv_id, inbox_id in session.execute(
