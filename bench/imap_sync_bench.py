@@ -1234,6 +1234,11 @@ def main() -> None:
         help="connections the realistic mailbox is drained on (default team,personal)",
     )
     ap.add_argument("--seed", type=int, default=42, help="gen_mailbox.py seed (default 42)")
+    ap.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="no VACUUM (ANALYZE) every 10 s standing in for a server whose autovacuum is off",
+    )
     ap.add_argument("--no-live", action="store_true", help="skip (3b), poller and worker together")
     ap.add_argument(
         "--profile",
