@@ -125,8 +125,9 @@ def test_on_postgresql_the_lookups_read_only_index_ranges_of_their_keys(
         c.exec_driver_sql("ANALYZE conversations, logged_emails, conversation_emails")
         ids = [f"bulk{i}.{inbox_id}@cust{i}.example" for i in (5, 50, 500)]
         emails = thread_match._emails_by_message_id(len(ids))
-        keys = {"i0": inbox_id, "s0": SUBJECT, "e0": "c9@cust9.example"}
-        keys |= {"i1": inbox_id, "s1": SUBJECT, "e1": "c99@cust99.example"}
+        since = WHEN - timedelta(days=30)
+        keys = {"i0": inbox_id, "s0": SUBJECT, "e0": "c9@cust9.example", "t0": since}
+        keys |= {"i1": inbox_id, "s1": SUBJECT, "e1": "c99@cust99.example", "t1": since}
         plans = {
             "emails": explain(c, emails, {"account": world.account_id, "ids": ids}),
             "subject": explain(c, thread_match._by_subject(2), keys),

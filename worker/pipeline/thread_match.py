@@ -113,26 +113,25 @@ _CONVERSATIONS_OF_EMAILS = (
 
 @cache
 def _by_subject(n: int) -> sa.Select[Any]:
-    """The newest conversation for each of ``n`` (inbox, subject key, external) keys: one
-    branch per key, each an index range of ix_conversations_inbox_thread (0008) read newest
-    first and stopped after one row — whatever the inbox holds, and whatever the statistics
-    say (a single statement with a row-value IN and a date range can be planned as a walk of
-    the inbox's last 30 days of conversations)."""
+    """The conversations for each of ``n`` (inbox, subject key, external) keys whose last
+    message is recent enough: one branch per key, each an index range of
+    ix_conversations_inbox_thread (0008) — equality on three of its columns, a range on the
+    fourth — whatever the inbox holds. No ORDER BY ... LIMIT (the newest is picked in memory):
+    without statistics the planner would walk the inbox's conversations newest first
+    (ix_conversations_inbox_last) until one matched; nor one statement with a row-value IN,
+    which it can plan as a walk of the inbox's last 30 days."""
     branches = [
-        sa.select(_C.id, _C.inbox_id, _C.thread_subject, _C.external_address, _C.last_message_at)
-        .where(
+        sa.select(
+            _C.id, _C.inbox_id, _C.thread_subject, _C.external_address, _C.last_message_at
+        ).where(
             _C.inbox_id == sa.bindparam(f"i{k}"),
             _C.thread_subject == sa.bindparam(f"s{k}"),
             _C.external_address == sa.bindparam(f"e{k}"),
-            _C.last_message_at.is_not(None),
+            _C.last_message_at >= sa.bindparam(f"t{k}", type_=_C.last_message_at.type),
         )
-        .order_by(_C.last_message_at.desc())
-        .limit(1)
-        .subquery()
         for k in range(n)
     ]
-    union = sa.union_all(*(sa.select(b) for b in branches)).subquery()
-    return sa.select(union)
+    return branches[0] if n == 1 else sa.select(sa.union_all(*branches).subquery())
 
 
 SubjectKey = tuple[int, str, str]  # inbox, subject key, external address
@@ -147,7 +146,7 @@ class Candidates:
     # (inbox, Message-ID) -> [(email id, conversation id)]: the inbox's conversations holding
     # an email with that Message-ID
     by_message_id: dict[tuple[int, str], list[tuple[int, int]]] = field(default_factory=dict)
-    # (inbox, subject key, external) -> [(last message at, conversation id)]: the newest
+    # (inbox, subject key, external) -> [(last message at, conversation id)], newest first
     by_subject: dict[SubjectKey, list[tuple[datetime, int]]] = field(default_factory=dict)
 
     def newest_of(self, inbox_id: int, ids: list[str]) -> int | None:
@@ -160,8 +159,7 @@ class Candidates:
         return best[1] if best else None
 
     def by_subject_since(self, key: SubjectKey, since: datetime) -> int | None:
-        """The key's newest conversation, when its last message is no older than ``since``
-        (when the newest is older, so is every other)."""
+        """The key's newest conversation whose last message is no older than ``since``."""
         return next((cid for last, cid in self.by_subject.get(key, ()) if last >= since), None)
 
 
@@ -226,15 +224,21 @@ def _read(
         ):
             key = (inbox_id, emails[email_id])
             found.by_message_id.setdefault(key, []).append((email_id, conv_id))
-    with_keys = (_subject_key(j, accounts.get(j.account_id)) for j in team)
-    keys = sorted({sk[0] for sk in with_keys if sk is not None})
+    since: dict[SubjectKey, datetime] = {}  # key -> the oldest last message any job accepts
+    for j in team:
+        if (sk := _subject_key(j, accounts.get(j.account_id))) is not None:
+            skey, oldest = sk[0], sk[1] - SUBJECT_WINDOW
+            since[skey] = min(since.get(skey, oldest), oldest)
+    keys = sorted(since)
     for i in range(0, len(keys), SUBJECT_KEYS_PER_STATEMENT):
         chunk = keys[i : i + SUBJECT_KEYS_PER_STATEMENT]
         params: dict[str, Any] = {}
-        for k, (inbox_id, subject, ext) in enumerate(chunk):
-            params |= {f"i{k}": inbox_id, f"s{k}": subject, f"e{k}": ext}
+        for k, skey in enumerate(chunk):
+            params |= {f"i{k}": skey[0], f"s{k}": skey[1], f"e{k}": skey[2], f"t{k}": since[skey]}
         for cid, inbox_id, subject, ext, last in session.execute(_by_subject(len(chunk)), params):
-            found.by_subject[(inbox_id, subject, ext)] = [(last, cid)]
+            found.by_subject.setdefault((inbox_id, subject, ext), []).append((last, cid))
+    for rows in found.by_subject.values():
+        rows.sort(reverse=True)  # newest first
 
 
 class ThreadConflict(Exception):
