@@ -6,7 +6,8 @@ stage takes a message and the batch. Consecutive per-message stages are walked m
 message, so a message sees what the messages before it decided (a reply to a thread begun
 earlier in the batch, a contact created earlier in it). ``claim`` runs in a transaction of its
 own and ``understand`` (parsing, the CPU-heavy part) outside any; every later stage shares one
-transaction for the whole batch. The driver times every stage of every message.
+transaction for the whole batch. The driver times every stage of every message, wall and CPU
+(a batch stage's time shared by the batch's messages), and logs both with each message.
 
 When that transaction fails for any reason other than the database being gone, each message is
 re-run in a transaction of its own, so one bad message never takes the others down. A message
@@ -43,7 +44,7 @@ from worker.pipeline.gather import gather, prefetch
 from worker.pipeline.job import Batch, Deps, Job
 from worker.pipeline.record import record_batch
 from worker.pipeline.route import route
-from worker.pipeline.thread_match import thread
+from worker.pipeline.thread_match import ThreadConflict, lookup, settle, thread
 from worker.pipeline.understand import understand
 
 log = logging.getLogger("inboxlog.pipeline")
@@ -69,13 +70,15 @@ def _understand(job: Job, batch: Batch) -> None:
 PIPELINE: tuple[Stage, ...] = (
     # claim (its own transaction) comes first: see process_many.
     Stage("understand", per_message=_understand, txn=Txn.NONE),  # parse; a forward's original
-    Stage("prefetch", per_batch=prefetch),  # account facts, contacts, team inbox locks
+    Stage("prefetch", per_batch=prefetch),  # account facts, contacts
+    Stage("lookup", per_batch=lookup),  # what the batch's team mail can thread on
     Stage("gather", per_message=gather),  # the facts the decision needs
     Stage("thread", per_message=thread),  # team mail: the conversation it joins
     Stage("route", per_message=route),  # a new conversation: the inbox's routing rules
     Stage("decide", per_message=decide),  # the §4 logging decision, with its reasons
     Stage("record", per_batch=record_batch),  # emails, participants, contacts, associations
-    Stage("converse", per_message=converse),  # team mail joins its conversation
+    Stage("settle", per_batch=settle),  # team inbox locks; threading checked again under them
+    Stage("converse", per_batch=converse),  # team mail joins its conversation
     Stage("finish", per_batch=finish),  # decisions; rows done
 )
 _FIRST_SHARED = next(i for i, s in enumerate(PIPELINE) if s.txn is Txn.SHARED)
@@ -106,7 +109,7 @@ class Outcome:
 
 
 def _timed(job: Job, name: str, fn: Callable[[], None]) -> None:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
         fn()
     except Exception as exc:
@@ -114,6 +117,15 @@ def _timed(job: Job, name: str, fn: Callable[[], None]) -> None:
         raise
     finally:
         job.timings[name] = time.perf_counter() - t0
+        job.cpu[name] = time.thread_time() - c0
+
+
+def _share(jobs: list[Job], name: str, t0: float, c0: float) -> None:
+    """A batch stage's wall and CPU time, shared equally by the batch's messages."""
+    n = max(1, len(jobs))
+    wall, cpu = (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
+    for job in jobs:
+        job.timings[name], job.cpu[name] = wall, cpu
 
 
 def _walk(batch: Batch, stages: tuple[Stage, ...]) -> None:
@@ -123,16 +135,16 @@ def _walk(batch: Batch, stages: tuple[Stage, ...]) -> None:
         stage = stages[i]
         if stage.per_batch is not None:
             batch.current = None
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 stage.per_batch(batch)
+            except ThreadConflict:
+                raise  # not the messages' fault: the batch runs again (_shared)
             except Exception as exc:
                 for job in batch.live:
                     job.error, job.failed_stage = exc, stage.name
                 raise
-            share = (time.perf_counter() - t0) / max(1, len(batch.live))
-            for job in batch.live:
-                job.timings[stage.name] = share
+            _share(batch.live, stage.name, t0, c0)
             i += 1
             continue
         run = []
@@ -159,7 +171,18 @@ def _walk(batch: Batch, stages: tuple[Stage, ...]) -> None:
 
 
 def _shared(batch: Batch) -> None:
-    """The transactional stages for the batch's live jobs, in one transaction."""
+    """The transactional stages for the batch's live jobs, in one transaction; once more, the
+    inbox locks taken first, when another worker's commit changed the batch's threading."""
+    try:
+        _shared_once(batch)
+    except ThreadConflict as conflict:
+        log.info("batch of %s: threading changed under it (stored=%s); run again locked",
+                 len(batch.live), conflict)  # fmt: skip
+        batch.restart()
+        _shared_once(batch)
+
+
+def _shared_once(batch: Batch) -> None:
     with batch.deps.sessions() as session, session.begin():
         batch.session = session
         try:
@@ -189,7 +212,7 @@ def process_many(
     timed_out: frozenset[int] = frozenset(),
 ) -> Outcome:
     """Process a batch. Raises :class:`DatabaseAway` when the database is gone."""
-    started = time.perf_counter()
+    started, c0 = time.perf_counter(), time.thread_time()
     try:
         with deps.sessions() as session, session.begin():
             claimed = claim(session, ids, count=count, timed_out=timed_out)
@@ -197,6 +220,7 @@ def process_many(
         if is_transient(exc):
             raise DatabaseAway(exc, counted=False) from exc
         raise
+    _share(claimed.jobs, "claim", started, c0)
     outcome = Outcome(claimed.jobs, failed=list(claimed.failed))
     _hand_back(deps, logging_domain, claimed, outcome)
     batch = Batch(deps, logging_domain, jobs=claimed.jobs)
@@ -336,6 +360,8 @@ def _log(batch: Batch, started: float) -> None:
                     "outcome": job.outcome,
                     "batch": len(batch.jobs),
                     "stages_ms": {k: round(v * 1000, 3) for k, v in job.timings.items()},
+                    # CPU of this process's thread per stage (the database's own is not in it)
+                    "stages_cpu_ms": {k: round(v * 1000, 3) for k, v in job.cpu.items()},
                 },
             )
 

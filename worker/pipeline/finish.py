@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from shared.db.base import clip, utcnow
+from shared.db.base import clip, table_of, utcnow
+from shared.db.bulk import insert_each
 from shared.db.models import Decision, StoredMessage
 from shared.rules import codes as c
 from shared.services.failures import resolve_failures
@@ -67,7 +68,7 @@ def finish(batch: Batch) -> None:
     jobs = batch.live
     decided = [j for j in jobs if j.outcome != "already_recorded" and j.decision is not None]
     if decided:
-        session.execute(sa.insert(Decision), [decision_values(j) for j in decided])
+        insert_each(session, table_of(Decision), [decision_values(j) for j in decided])
     now = utcnow()
     done = [j.stored_id for j in jobs]
     if done:

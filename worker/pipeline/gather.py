@@ -3,8 +3,8 @@ decision needs.
 
 ``prefetch`` reads once per batch what every message needs — account facts (users, internal
 addresses, settings; cached per account *version*, which every change to users, connections,
-inboxes or settings bumps) and the existing contacts — and takes the locks of the team inboxes
-the batch writes to. ``gather`` then builds each message's facts.
+inboxes or settings bumps) and the existing contacts. ``gather`` then builds each message's
+facts. Neither takes a lock.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import sqlalchemy as sa
 from shared.db.models import Account, Connection, Contact, LoggedEmail, Outbox
 from shared.mail import Address
 from shared.mail.classify import is_noreply_address
-from shared.rules.codes import TEAM_SOURCES
 from shared.rules.logging_decision import MessageFacts, Person
 from shared.services.account_facts import load_account_facts
 from worker.pipeline.job import Batch, Job
-from worker.pipeline.locks import lock_inboxes
 
 CACHE_LIMIT = 1000
 
@@ -42,9 +40,9 @@ def _participants(job: Job) -> list[Address]:
 
 
 def prefetch(batch: Batch) -> None:
-    """Account facts (cached by version), existing contacts and the inbox locks for the batch."""
+    """Account facts (cached by version) and existing contacts for the batch (no lock: the
+    team inboxes' locks are taken later, by ``lookup``, to hold them as briefly as possible)."""
     session, cache, jobs = batch.db(), batch.deps.facts_cache, batch.live
-    lock_inboxes(session, (j.inbox_id for j in jobs if j.source in TEAM_SOURCES and j.inbox_id))
     account_ids = sorted({j.account_id for j in jobs})
     for account in session.scalars(sa.select(Account).where(Account.id.in_(account_ids))):
         key = (account.id, account.config_version)

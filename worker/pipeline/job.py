@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from shared.rules.routing import RoutingResult
 
 if TYPE_CHECKING:
     from worker.pipeline.content import EmailContent
-    from worker.pipeline.thread_match import ThreadKeys, ThreadMatch
+    from worker.pipeline.thread_match import Candidates, ThreadKeys, ThreadMatch
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Job:
     # Set when a stage raised for this message (the rest of the batch goes on).
     error: BaseException | None = None
     failed_stage: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    cpu: dict[str, float] = field(default_factory=dict)  # stage -> CPU seconds (this thread)
 
     def reset(self) -> None:
         """Back to what understand left, for a re-run in a transaction of its own."""
@@ -90,12 +91,30 @@ class Batch:
     # the batch's Sent-folder copies: the IMAP copy must not log what the sender kept out.
     unlogged_sends: dict[int, set[str]] = field(default_factory=dict)
     rules: dict[int, list[Any]] = field(default_factory=dict)  # inbox -> routing rules
+    # what the database holds for the batch's team mail to thread on (read by ``lookup``)
+    candidates: Candidates = field(default_factory=lambda: _candidates())
     # inbox -> thread keys of the batch's team messages kept so far (not recorded yet)
     threads: dict[int, list[ThreadKeys]] = field(default_factory=dict)
+    # stored id -> how many of its inbox's ``threads`` came before it (its earlier messages)
+    earlier_count: dict[int, int] = field(default_factory=dict)
+    # True once a run found a threading conflict: the inbox locks come before ``lookup``
+    lock_first: bool = False
     # stored id -> conversation, for later messages of the batch that thread on it
     conversations: dict[int, int] = field(default_factory=dict)
     # {e: email, c: conversation}: the emails that get their first conversation in this batch
     first_conversations: list[dict[str, int]] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """Back to before the batch transaction, for a run with the locks taken first: what
+        was read or kept for the live jobs is read again."""
+        keep = {"deps", "logging_domain", "jobs"}
+        fresh = Batch(self.deps, self.logging_domain)
+        for f in fields(self):
+            if f.name not in keep:
+                setattr(self, f.name, getattr(fresh, f.name))
+        self.lock_first = True
+        for job in self.live:
+            job.reset()
 
     @property
     def live(self) -> list[Job]:
@@ -105,3 +124,9 @@ class Batch:
     def db(self) -> Session:
         assert self.session is not None, "a transactional stage ran outside the transaction"
         return self.session
+
+
+def _candidates() -> Candidates:
+    from worker.pipeline.thread_match import Candidates
+
+    return Candidates()

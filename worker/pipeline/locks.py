@@ -21,8 +21,11 @@ INBOX_LOCKS = 0x1B0C5
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, :id)")
 
 
-def lock_inboxes(session: Session, inbox_ids: Iterable[int]) -> None:
+def lock_inboxes(session: Session, inbox_ids: Iterable[int]) -> bool:
+    """Lock the inboxes until the transaction ends; False where there is nothing to lock
+    (SQLite: its one writer holds the database from the transaction's start)."""
     if session.get_bind().dialect.name != "postgresql":
-        return
+        return False
     for inbox_id in sorted(set(inbox_ids)):
         session.execute(_LOCK, {"space": INBOX_LOCKS, "id": inbox_id})
+    return True

@@ -15,7 +15,14 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         sa.CheckConstraint("status in ('open', 'closed')", name="status"),
-        sa.Index("ix_conversations_inbox_subject", "inbox_id", "thread_subject"),
+        # Subject threading (§5): one index range per (inbox, subject, external participant).
+        sa.Index(
+            "ix_conversations_inbox_thread",
+            "inbox_id",
+            "thread_subject",
+            "external_address",
+            "last_message_at",
+        ),
         # GET /v1/inboxes/{id}/conversations, latest message first, by keyset: one index per
         # filter (none, status, assignee).
         sa.Index("ix_conversations_inbox_last", "inbox_id", "last_message_at", "id"),
