@@ -4,16 +4,16 @@ only the conversations with that subject and that participant — not every conv
 inbox with a common subject ("Re: Invoice", "Question") — whatever the size of the inbox.
 It replaces (inbox, subject), which it covers.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
