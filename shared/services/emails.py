@@ -205,13 +205,14 @@ def list_decisions(
     """Newest first; ``before_id``: those older than that decision. Private (personal-inbox)
     decisions are seen by their owner only (C4).
 
-    What a user sees is a few disjoint-or-overlapping ranges, each read newest first from its
-    own index and cut at the page's end, so a page costs the same at any depth whatever the
-    user sees: the decisions private to them, and — for an admin — the account's non-private
-    ones (``ix_decisions_account_private_{id,outcome_id,source_id}``: a filter narrows the
-    range, not the rows read); for a member only the non-private ones they acted on
+    What a user sees is a few ranges, each read newest first from its own index and cut at
+    the page's end, so a page costs the same at any depth whatever the user sees: the
+    decisions private to them, and — for an admin — the account's non-private ones
+    (``ix_decisions_account_private_{id,outcome_id,source_id}``: a filter narrows the range,
+    not the rows read); for a member, the non-private ones they acted on
     (``ix_decisions_acting_private_id``) or of each of their inboxes
-    (``ix_decisions_inbox_private_id``) — there a filter is applied to the rows read. The short lists are then merged (a member's may overlap).
+    (``ix_decisions_inbox_private_id``), where a filter is applied to the rows read. The short
+    lists are then merged (a member's may overlap: UNION).
     """
     window = offset + limit
 

@@ -295,7 +295,8 @@ def record_batch(batch: Batch) -> None:
         job.keep_raw = not (job.source == "personal" and job.outcome not in (c.LOGGED, c.DUPLICATE))
 
 
-def _sorted_by(sort_keys: dict[int, SortKey], email_id: int) -> dict[str, datetime]:
+def _sorted_by(sort_keys: dict[int, SortKey], email_id: int | None) -> dict[str, datetime]:
+    assert email_id is not None, "a linked email was recorded"
     sort_at, received_at = sort_keys[email_id]
     return {"email_sort_at": sort_at, "email_received_at": received_at}
 
