@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from api_fill import Users, fill  # noqa: E402
-from bench_measure import pct  # noqa: E402
+from bench_measure import cpu_snapshot, pct  # noqa: E402
 from bench_report import Figures, machine, print_figures  # noqa: E402
 
 from shared.crypto import hash_token  # noqa: E402
@@ -47,8 +47,14 @@ def _psql_dsn(url: str) -> str:
 
 
 class Client:
-    def __init__(self, base: str) -> None:
+    """One keep-alive client. ``cpu``: the API process group and the database, whose CPU
+    seconds per request are measured alongside the latencies (a figure that the other
+    processes on a shared machine disturb far less than wall time)."""
+
+    def __init__(self, base: str, api_pgid: int, dbname: str) -> None:
         self.http = httpx.Client(base_url=base, timeout=60)
+        self.api_pgid, self.dbname = api_pgid, dbname
+        self.last_cpu: tuple[float, float] = (0.0, 0.0)  # ms per request: API, PostgreSQL
 
     def call(self, method: str, path: str, token: str, status: int = 200, **kw: object) -> dict:
         r = self.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)  # type: ignore[arg-type]
@@ -62,10 +68,15 @@ class Client:
         for p in paths:
             self.call("GET", p, token)
         out = []
+        before = cpu_snapshot({"api": self.api_pgid}, self.dbname)
         for i in range(n):
             t0 = time.perf_counter()
             self.call("GET", paths[i % len(paths)], token)
             out.append((time.perf_counter() - t0) * 1000)
+        after = cpu_snapshot({"api": self.api_pgid}, self.dbname)
+        self.last_cpu = tuple(  # type: ignore[assignment]
+            1000 * (after.get(k, 0.0) - before.get(k, 0.0)) / n for k in ("api", "postgres")
+        )
         return out
 
 
@@ -251,7 +262,7 @@ def main() -> None:
         stack = make_stack(Path(tmp), db_url, redis_broker_url())
         try:
             base = stack.start_api()
-            c = Client(base)
+            c = Client(base, stack.procs["api"].pid, db_url.rsplit("/", 1)[1])
             if args.database:
                 users, tokens = _reuse(_psql_dsn(db_url))
             else:
@@ -276,7 +287,7 @@ def main() -> None:
             for who in ("admin", "bob"):
                 paths = [f"/v1/emails/{i}" for i in email_ids]
                 ms = c.times(paths, tokens[who], args.requests)
-                _row(fig, f"GET /v1/emails/{{id}} as {who}", "200 ids", ms, keyset=True)
+                _row(fig, f"GET /v1/emails/{{id}} as {who}", "200 ids", ms, keyset=True, c=c)
             fig.notes.append(
                 f"{machine()}; a shared machine: other engineers' tests and benchmarks ran at "
                 "the same time. One client, one request at a time, keep-alive; page size "
@@ -291,8 +302,9 @@ def main() -> None:
     sys.exit(0)
 
 
-def _row(fig: Figures, name: str, detail: str, ms: list[float], *, keyset: bool) -> None:
-    fig.rows.append((name, _fmt(ms), detail))
+def _row(fig: Figures, name: str, detail: str, ms: list[float], *, keyset: bool, c: Client) -> None:
+    api, db = c.last_cpu
+    fig.rows.append((name, _fmt(ms), f"CPU/req: API {api:4.1f} ms, PG {db:4.1f} ms; {detail}"))
     if keyset:
         p99 = pct(ms, 99)
         fig.targets.append((name, f"p99 {p99:.1f} ms", f"< {TARGET_MS:.0f} ms", p99 < TARGET_MS))
@@ -306,13 +318,13 @@ def _measure(
     args: argparse.Namespace,
     fig: Figures,
 ) -> None:
-    fig.rows.append(("list (rows)  —  p50 / p99 / max ms:", "", ""))
+    fig.rows.append(("list (its rows)  —  p50 / p99 / max ms:", "", ""))
     for name, who, path, size, sql in cases:
         token = tokens[who]
         sep = "&" if "?" in path else "?"
         deep = size // 2
         first = c.times([f"{path}{sep}limit={PAGE}"], token, args.requests)
-        _row(fig, f"{name}: first page", f"{size:,} rows, as {who}", first, keyset=True)
+        _row(fig, f"{name}: first page", f"{size:,} rows, as {who}", first, keyset=True, c=c)
         cursors = _cursors(conn, sql, deep, 10)
         if cursors:
             # The page a client holding the cursor gets must be the list's next rows.
@@ -322,10 +334,11 @@ def _measure(
                 fig.notes.append(f"{name}: the keyset page differs from the SQL order!")
             paths = [f"{path}{sep}limit={PAGE}&before_id={k}" for k in cursors]
             _row(fig, f"{name}: row {deep:,} by before_id", "10 cursors",
-                 c.times(paths, token, args.requests), keyset=True)  # fmt: skip
+                 c.times(paths, token, args.requests), keyset=True, c=c)  # fmt: skip
             offset = c.times([f"{path}{sep}limit={PAGE}&offset={deep}"], token,
                              args.offset_requests)  # fmt: skip
-            _row(fig, f"{name}: row {deep:,} by offset", "for the record", offset, keyset=False)
+            _row(fig, f"{name}: row {deep:,} by offset", "for the record", offset, keyset=False,
+                 c=c)  # fmt: skip
         print(f"  measured {name}", flush=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, load_only
 
 from shared.db.models import (
     Conversation,
@@ -23,22 +23,23 @@ from shared.principal import Principal
 VISIBILITIES = ("account", "private")
 
 
-def visible_emails(principal: Principal, *, on_timeline: bool = False) -> sa.ColumnElement[bool]:
+def visible_emails(principal: Principal, *, shown: bool = False) -> sa.ColumnElement[bool]:
     """Who sees a logged email: admins; the user who logged it; otherwise an ``account`` email
     on a contact timeline, or in a conversation of an inbox the user belongs to.
 
-    ``on_timeline``: the query reads a contact's or company's timeline, so every email it
-    reads is on one (a company's emails are its contacts'): no subquery needed to say so."""
+    ``shown``: the query reads emails from one of those places — a contact's or company's
+    timeline (a company's emails are its contacts'), or a conversation of an inbox the caller
+    was checked to belong to (C5) — so no subquery is needed to say so."""
     in_account = LoggedEmail.account_id == principal.account_id
     if principal.is_admin:
         return in_account
     mine = LoggedEmail.logged_by_user_id == principal.user_id
     shared = LoggedEmail.visibility == "account"
-    if on_timeline:
+    if shown:
         return sa.and_(in_account, sa.or_(mine, shared))
     # Aliases and explicit correlation: the outer query may join these same tables.
     link, conv, member = aliased(EmailContact), aliased(Conversation), aliased(InboxMember)
-    shown = aliased(ConversationEmail)
+    in_conv = aliased(ConversationEmail)
     on_a_timeline = (
         sa.select(1)
         .select_from(link)
@@ -48,15 +49,28 @@ def visible_emails(principal: Principal, *, on_timeline: bool = False) -> sa.Col
     )
     in_my_inbox = (
         sa.select(1)
-        .select_from(shown)
-        .join(conv, conv.id == shown.conversation_id)
+        .select_from(in_conv)
+        .join(conv, conv.id == in_conv.conversation_id)
         .join(member, member.inbox_id == conv.inbox_id)
-        .where(shown.email_id == LoggedEmail.id, member.user_id == principal.user_id)
+        .where(in_conv.email_id == LoggedEmail.id, member.user_id == principal.user_id)
         .correlate(LoggedEmail)
         .exists()
     )
     shared_ok = sa.and_(shared, sa.or_(on_a_timeline, in_my_inbox))
     return sa.and_(in_account, sa.or_(mine, shared_ok))
+
+
+# What an email summary (§7) is made of.
+SUMMARY_COLUMNS = (
+    LoggedEmail.id,
+    LoggedEmail.subject,
+    LoggedEmail.from_address,
+    LoggedEmail.from_name,
+    LoggedEmail.date,
+    LoggedEmail.direction,
+    LoggedEmail.kind,
+    LoggedEmail.snippet,
+)
 
 
 class UnknownCursor(Invalid):
@@ -89,7 +103,10 @@ def _timeline_page(
     listed = (
         sa.select(LoggedEmail)
         .join(link, link.email_id == LoggedEmail.id)
-        .where(owner, visible_emails(principal, on_timeline=True))
+        .where(owner, visible_emails(principal, shown=True))
+        # A timeline shows summaries: the columns of one, not the recipients and attachments
+        # (JSON decoded per row) nor the bodies. Others load if ever read.
+        .options(load_only(*SUMMARY_COLUMNS))
     )
     q = listed
     if before_id is not None:
