@@ -53,20 +53,27 @@ def list_conversations(
                 code="unknown_before_id",
                 details={"before_id": before_id},
             )
-    window = offset + limit
     found: list[Conversation] = []
+    undated_offset = offset  # how many undated ones the offset skips
     if cursor is None or cursor[0] is not None:
         dated = listed.where(last.is_not(None))
         if cursor is not None:
             bound = (sa.literal(cursor[0], type_=last.type), sa.literal(cursor[1]))
             dated = dated.where(sa.tuple_(last, cid) < sa.tuple_(*bound))
-        found = list(session.scalars(dated.order_by(last.desc(), cid.desc()).limit(window)))
-    if len(found) < window:
+        q = dated.order_by(last.desc(), cid.desc()).limit(limit).offset(offset)
+        found = list(session.scalars(q))
+        if found or not offset:
+            undated_offset = 0  # the page begins among the dated ones
+        elif len(found) < limit:  # the offset runs past the dated ones: by how many?
+            n_dated = session.scalar(sa.select(sa.func.count()).select_from(dated.subquery()))
+            undated_offset = max(0, offset - (n_dated or 0))
+    if len(found) < limit:
         undated = listed.where(last.is_(None))
         if cursor is not None and cursor[0] is None:
             undated = undated.where(cid < cursor[1])
-        found += session.scalars(undated.order_by(cid.desc()).limit(window - len(found)))
-    return found[offset:window]
+        q = undated.order_by(cid.desc()).limit(limit - len(found)).offset(undated_offset)
+        found += session.scalars(q)
+    return found
 
 
 def get_conversation(

@@ -71,6 +71,15 @@ def test_conversations_page_by_keyset_latest_first(api: Api) -> None:
     base = f"/v1/inboxes/{d.inbox_id}/conversations"
     assert walk(api, base, d.bob, 4) == conversation_order(d.conversations)
     assert whole(api, base, d.admin) == conversation_order(d.conversations)
+    # By offset too, across the undated ones at the end (the pages straddle the boundary).
+    by_offset = [
+        c["id"]
+        for offset in range(0, len(d.conversations), 3)
+        for c in api.call("GET", f"{base}?limit=3&offset={offset}", d.bob, 200)["items"]
+    ]
+    assert by_offset == conversation_order(d.conversations)
+    after = api.call("GET", f"{base}?limit=3&offset=2&before_id={by_offset[30]}", d.bob, 200)
+    assert [c["id"] for c in after["items"]] == by_offset[33:36]
     open_ = [c for c in d.conversations if c["status"] == "open"]
     assert walk(api, f"{base}?status=open", d.bob, 5) == conversation_order(open_)
     mine = [c for c in d.conversations if c["assignee_id"] == d.bob_id]
