@@ -78,7 +78,8 @@ def principal(
     return Principal(kind="user", account_id=row.account_id, user_id=row.id, role=row.role)
 
 
-def user_principal(p: Annotated[Principal, Depends(principal)]) -> Principal:
+async def user_principal(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    # async, like the paging dependencies: no blocking work, so no thread hop.
     p.require_user()
     return p
 
@@ -140,7 +141,7 @@ class Page:
     offset: int
 
 
-def page(
+async def page(
     limit: Annotated[int, Query(ge=1)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Page:
@@ -161,7 +162,7 @@ BEFORE_ID_HELP = (
 )
 
 
-def list_page(
+async def list_page(
     limit: Annotated[int, Query(ge=1)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     before_id: Annotated[DbId | None, Query(description=BEFORE_ID_HELP)] = None,

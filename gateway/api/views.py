@@ -45,12 +45,17 @@ def defaults_view(user: User) -> dict[str, Any]:
     return {"log": user.default_log, "track": user.default_track, "never_log": user.never_log}
 
 
-def inbox_view(session: Session, inbox: TeamInbox, logging_domain: str) -> dict[str, Any]:
+def inbox_view(
+    session: Session, inbox: TeamInbox, logging_domain: str, members: list[int] | None = None
+) -> dict[str, Any]:
+    """``members``: the inbox's member ids when the caller read them already (a list page)."""
     return {
         "id": inbox.id,
         "name": inbox.name,
         "sender_name": inbox.sender_name,
-        "member_ids": member_ids(session=session, inbox_id=inbox.id),
+        "member_ids": member_ids(session=session, inbox_id=inbox.id)
+        if members is None
+        else members,
         "forward_address": intake_address(inbox.forward_token, logging_domain),
     }
 

@@ -298,18 +298,12 @@ def _is_owner(principal: Principal, conn: Connection) -> bool:
 
 def visible_level(*, session: Session, principal: Principal, conn: Connection) -> str | None:
     """``full``, ``summary`` (an admin looking at someone's personal connection) or None (404)."""
-    if conn.account_id != principal.account_id or principal.kind != "user":
-        return None
-    if conn.kind == "personal":
-        if _is_owner(principal, conn):
-            return "full"
-        return "summary" if principal.is_admin else None
-    assert conn.inbox_id is not None  # ck_connections_kind_owner: a team connection has one
-    if principal.is_admin or principal.user_id in member_ids(
-        session=session, inbox_id=conn.inbox_id
-    ):
-        return "full"
-    return None
+    mine: set[int] = set()
+    if conn.kind == "team" and not principal.is_admin and principal.kind == "user":
+        assert conn.inbox_id is not None  # ck_connections_kind_owner: a team connection has one
+        if principal.user_id in member_ids(session=session, inbox_id=conn.inbox_id):
+            mine.add(conn.inbox_id)
+    return _level(principal, conn, mine)
 
 
 def get_connection(*, session: Session, principal: Principal, connection_id: int) -> Connection:
@@ -345,7 +339,60 @@ def list_connections(
 
 
 def connection_view(*, session: Session, principal: Principal, conn: Connection) -> dict[str, Any]:
-    level = visible_level(session=session, principal=principal, conn=conn)
+    return connection_views(session=session, principal=principal, conns=[conn])[0]
+
+
+def connection_views(
+    *, session: Session, principal: Principal, conns: list[Connection]
+) -> list[dict[str, Any]]:
+    """The views of a page of connections in three queries whatever its length (the
+    caller's inboxes, the folders, the OAuth expiries), not three per connection."""
+    my_inboxes = set(
+        session.scalars(
+            sa.select(InboxMember.inbox_id).where(InboxMember.user_id == principal.user_id)
+        )
+        if principal.user_id is not None and not principal.is_admin
+        else ()
+    )
+    levels = [_level(principal, c, my_inboxes) for c in conns]
+    full = [c.id for c, level in zip(conns, levels, strict=True) if level == "full"]
+    folders: dict[int, list[FolderState]] = {i: [] for i in full}
+    expiries: dict[int, Any] = {}
+    if full:
+        for f in session.scalars(
+            sa.select(FolderState)
+            .where(FolderState.connection_id.in_(full))
+            .order_by(FolderState.id)
+        ):
+            folders[f.connection_id].append(f)
+        expiries = {
+            cid: at
+            for cid, at in session.execute(
+                sa.select(OAuthGrant.connection_id, OAuthGrant.expires_at).where(
+                    OAuthGrant.connection_id.in_(full)
+                )
+            )
+        }
+    return [
+        _view(c, level, folders.get(c.id, []), expiries.get(c.id))
+        for c, level in zip(conns, levels, strict=True)
+    ]
+
+
+def _level(principal: Principal, conn: Connection, my_inboxes: set[int]) -> str | None:
+    """:func:`visible_level` with the caller's inboxes at hand."""
+    if conn.account_id != principal.account_id or principal.kind != "user":
+        return None
+    if conn.kind == "personal":
+        if _is_owner(principal, conn):
+            return "full"
+        return "summary" if principal.is_admin else None
+    return "full" if principal.is_admin or conn.inbox_id in my_inboxes else None
+
+
+def _view(
+    conn: Connection, level: str | None, folders: list[FolderState], expires: Any
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": conn.id,
         "address": conn.address,
@@ -357,9 +404,6 @@ def connection_view(*, session: Session, principal: Principal, conn: Connection)
     }
     if level != "full":
         return view
-    folders = session.scalars(
-        sa.select(FolderState).where(FolderState.connection_id == conn.id).order_by(FolderState.id)
-    )
     view |= {
         "last_sync_at": iso(conn.last_sync_at),
         "last_error": conn.last_error,
@@ -392,19 +436,12 @@ def connection_view(*, session: Session, principal: Principal, conn: Connection)
             "username": conn.smtp_username or conn.imap_username,
             "save_sent": conn.save_sent,
         },
-        "oauth": _oauth_view(session, conn),
+        # The provider and when the current access token expires; never a token (C6).
+        "oauth": None
+        if conn.oauth_provider is None
+        else {"provider": conn.oauth_provider, "expires_at": iso(expires)},
     }
     return view
-
-
-def _oauth_view(session: Session, conn: Connection) -> dict[str, Any] | None:
-    """The provider and when the current access token expires; never a token (C6)."""
-    if conn.oauth_provider is None:
-        return None
-    expires = session.scalar(
-        sa.select(OAuthGrant.expires_at).where(OAuthGrant.connection_id == conn.id)
-    )
-    return {"provider": conn.oauth_provider, "expires_at": iso(expires)}
 
 
 def require_manager(*, session: Session, principal: Principal, conn: Connection) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TypedDict
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from shared.db.models import Conversation, ConversationEmail, LoggedEmail, User
 from shared.errors import Invalid, NotFound
 from shared.principal import Principal
-from shared.services.emails import visible_emails
+from shared.services.emails import SUMMARY_COLUMNS, visible_emails
 from shared.services.inboxes import get_inbox, member_ids
 
 STATUSES = ("open", "closed")
@@ -53,20 +53,27 @@ def list_conversations(
                 code="unknown_before_id",
                 details={"before_id": before_id},
             )
-    window = offset + limit
     found: list[Conversation] = []
+    undated_offset = offset  # how many undated ones the offset skips
     if cursor is None or cursor[0] is not None:
         dated = listed.where(last.is_not(None))
         if cursor is not None:
             bound = (sa.literal(cursor[0], type_=last.type), sa.literal(cursor[1]))
             dated = dated.where(sa.tuple_(last, cid) < sa.tuple_(*bound))
-        found = list(session.scalars(dated.order_by(last.desc(), cid.desc()).limit(window)))
-    if len(found) < window:
+        q = dated.order_by(last.desc(), cid.desc()).limit(limit).offset(offset)
+        found = list(session.scalars(q))
+        if found or not offset:
+            undated_offset = 0  # the page begins among the dated ones
+        elif len(found) < limit:  # the offset runs past the dated ones: by how many?
+            n_dated = session.scalar(sa.select(sa.func.count()).select_from(dated.subquery()))
+            undated_offset = max(0, offset - (n_dated or 0))
+    if len(found) < limit:
         undated = listed.where(last.is_(None))
         if cursor is not None and cursor[0] is None:
             undated = undated.where(cid < cursor[1])
-        found += session.scalars(undated.order_by(cid.desc()).limit(window - len(found)))
-    return found[offset:window]
+        q = undated.order_by(cid.desc()).limit(limit - len(found)).offset(undated_offset)
+        found += session.scalars(q)
+    return found
 
 
 def get_conversation(
@@ -82,11 +89,16 @@ def get_conversation(
 def messages_of(
     *, session: Session, principal: Principal, conversation_id: int
 ) -> list[LoggedEmail]:
-    """The messages this user may see (a ``private`` email only for its logger and admins)."""
+    """The messages this user may see (a ``private`` email only for its logger and admins).
+    The caller checked that the user sees the conversation (:func:`get_conversation`)."""
     q = (
         sa.select(LoggedEmail)
+        .options(load_only(*SUMMARY_COLUMNS))  # shown as summaries
         .join(ConversationEmail, ConversationEmail.email_id == LoggedEmail.id)
-        .where(ConversationEmail.conversation_id == conversation_id, visible_emails(principal))
+        .where(
+            ConversationEmail.conversation_id == conversation_id,
+            visible_emails(principal, shown=True),
+        )
         .order_by(
             sa.func.coalesce(LoggedEmail.date, LoggedEmail.received_at),
             LoggedEmail.received_at,
@@ -100,13 +112,17 @@ def visible_counts(
     *, session: Session, principal: Principal, conversation_ids: list[int]
 ) -> dict[int, int] | None:
     """Messages per conversation as this user sees them; None when they see every message
-    (admins), so the stored count holds."""
+    (admins), so the stored count holds. The caller checked that the user sees these
+    conversations (their inbox's: C5)."""
     if principal.is_admin or not conversation_ids:
         return None
     rows = session.execute(
         sa.select(ConversationEmail.conversation_id, sa.func.count())
         .join(LoggedEmail, LoggedEmail.id == ConversationEmail.email_id)
-        .where(ConversationEmail.conversation_id.in_(conversation_ids), visible_emails(principal))
+        .where(
+            ConversationEmail.conversation_id.in_(conversation_ids),
+            visible_emails(principal, shown=True),
+        )
         .group_by(ConversationEmail.conversation_id)
     )
     return {cid: n for cid, n in rows}

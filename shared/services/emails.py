@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, load_only
 
 from shared.db.models import (
     Conversation,
@@ -16,7 +16,6 @@ from shared.db.models import (
     EmailSource,
     InboxMember,
     LoggedEmail,
-    StoredMessage,
 )
 from shared.errors import Forbidden, Invalid, NotFound
 from shared.principal import Principal
@@ -24,17 +23,24 @@ from shared.principal import Principal
 VISIBILITIES = ("account", "private")
 
 
-def visible_emails(principal: Principal) -> sa.ColumnElement[bool]:
+def visible_emails(principal: Principal, *, shown: bool = False) -> sa.ColumnElement[bool]:
     """Who sees a logged email: admins; the user who logged it; otherwise an ``account`` email
-    on a contact timeline, or in a conversation of an inbox the user belongs to."""
+    on a contact timeline, or in a conversation of an inbox the user belongs to.
+
+    ``shown``: the query reads emails from one of those places — a contact's or company's
+    timeline (a company's emails are its contacts'), or a conversation of an inbox the caller
+    was checked to belong to (C5) — so no subquery is needed to say so."""
     in_account = LoggedEmail.account_id == principal.account_id
     if principal.is_admin:
         return in_account
     mine = LoggedEmail.logged_by_user_id == principal.user_id
+    shared = LoggedEmail.visibility == "account"
+    if shown:
+        return sa.and_(in_account, sa.or_(mine, shared))
     # Aliases and explicit correlation: the outer query may join these same tables.
     link, conv, member = aliased(EmailContact), aliased(Conversation), aliased(InboxMember)
-    shown = aliased(ConversationEmail)
-    on_timeline = (
+    in_conv = aliased(ConversationEmail)
+    on_a_timeline = (
         sa.select(1)
         .select_from(link)
         .where(link.email_id == LoggedEmail.id)
@@ -43,50 +49,69 @@ def visible_emails(principal: Principal) -> sa.ColumnElement[bool]:
     )
     in_my_inbox = (
         sa.select(1)
-        .select_from(shown)
-        .join(conv, conv.id == shown.conversation_id)
+        .select_from(in_conv)
+        .join(conv, conv.id == in_conv.conversation_id)
         .join(member, member.inbox_id == conv.inbox_id)
-        .where(shown.email_id == LoggedEmail.id, member.user_id == principal.user_id)
+        .where(in_conv.email_id == LoggedEmail.id, member.user_id == principal.user_id)
         .correlate(LoggedEmail)
         .exists()
     )
-    shared_ok = sa.and_(LoggedEmail.visibility == "account", sa.or_(on_timeline, in_my_inbox))
+    shared_ok = sa.and_(shared, sa.or_(on_a_timeline, in_my_inbox))
     return sa.and_(in_account, sa.or_(mine, shared_ok))
 
 
-def timeline_key() -> tuple[Any, Any, Any]:
-    """The order of every list of messages (§7): by date, falling back to received_at; equal
-    dates by received_at, then id. ``ix_logged_emails_timeline`` holds it per account."""
-    return (
-        sa.func.coalesce(LoggedEmail.date, LoggedEmail.received_at),
-        LoggedEmail.received_at,
-        LoggedEmail.id,
-    )
-
-
-def newest_first() -> tuple[Any, ...]:
-    return tuple(column.desc() for column in timeline_key())
+# What an email summary (§7) is made of.
+SUMMARY_COLUMNS = (
+    LoggedEmail.id,
+    LoggedEmail.subject,
+    LoggedEmail.from_address,
+    LoggedEmail.from_name,
+    LoggedEmail.date,
+    LoggedEmail.direction,
+    LoggedEmail.kind,
+    LoggedEmail.snippet,
+)
 
 
 class UnknownCursor(Invalid):
     code = "unknown_before_id"
 
 
-def _timeline_page(
-    session: Session, listed: Any, *, limit: int, offset: int, before_id: int | None
-) -> list[LoggedEmail]:
-    """A page of ``listed`` (a SELECT of LoggedEmail) newest first.
+Link = type[EmailContact] | type[EmailCompany]
 
-    Keyset: ``before_id`` names the last email of the previous page; its sort key is looked
-    up in this same list (so an email the caller cannot see, or of another timeline, names
-    nothing: 422) and the page continues with a row-value comparison on that key — a range of
-    the timeline index, whatever the depth.
+
+def _timeline_page(
+    session: Session,
+    principal: Principal,
+    link: Link,
+    owner: sa.ColumnElement[bool],
+    *,
+    limit: int,
+    offset: int,
+    before_id: int | None,
+) -> list[LoggedEmail]:
+    """A page of a contact's or company's timeline (``owner`` picks its links), newest first
+    in the §7 order: by date, falling back to received_at; equal dates by received_at, then id.
+
+    Each link carries its email's sort key, so the page is a range of the link's
+    ``…_timeline`` index, joined to its emails by primary key. Keyset: ``before_id`` names the
+    last email of the previous page; its key is looked up in this same list (an email the
+    caller cannot see, or of another timeline, names nothing: 422) and the page continues
+    after it with a row-value comparison — the same range scan at any depth.
     """
-    key = timeline_key()
+    key = (link.email_sort_at, link.email_received_at, link.email_id)
+    listed = (
+        sa.select(LoggedEmail)
+        .join(link, link.email_id == LoggedEmail.id)
+        .where(owner, visible_emails(principal, shown=True))
+        # A timeline shows summaries: the columns of one, not the recipients and attachments
+        # (JSON decoded per row) nor the bodies. Others load if ever read.
+        .options(load_only(*SUMMARY_COLUMNS))
+    )
     q = listed
     if before_id is not None:
         cursor = session.execute(
-            listed.with_only_columns(*key).where(LoggedEmail.id == before_id)
+            listed.with_only_columns(*key).where(link.email_id == before_id)
         ).first()
         if cursor is None:
             raise UnknownCursor(
@@ -96,7 +121,8 @@ def _timeline_page(
             sa.literal(value, type_=column.type) for value, column in zip(cursor, key, strict=True)
         ]
         q = q.where(sa.tuple_(*key) < sa.tuple_(*bound))
-    return list(session.scalars(q.order_by(*newest_first()).limit(limit).offset(offset)))
+    newest_first = [column.desc() for column in key]
+    return list(session.scalars(q.order_by(*newest_first).limit(limit).offset(offset)))
 
 
 def emails_of_contact(
@@ -108,12 +134,15 @@ def emails_of_contact(
     offset: int,
     before_id: int | None = None,
 ) -> list[LoggedEmail]:
-    listed = (
-        sa.select(LoggedEmail)
-        .join(EmailContact, EmailContact.email_id == LoggedEmail.id)
-        .where(EmailContact.contact_id == contact_id, visible_emails(principal))
+    return _timeline_page(
+        session,
+        principal,
+        EmailContact,
+        EmailContact.contact_id == contact_id,
+        limit=limit,
+        offset=offset,
+        before_id=before_id,
     )
-    return _timeline_page(session, listed, limit=limit, offset=offset, before_id=before_id)
 
 
 def emails_of_company(
@@ -125,12 +154,15 @@ def emails_of_company(
     offset: int,
     before_id: int | None = None,
 ) -> list[LoggedEmail]:
-    listed = (
-        sa.select(LoggedEmail)
-        .join(EmailCompany, EmailCompany.email_id == LoggedEmail.id)
-        .where(EmailCompany.company_id == company_id, visible_emails(principal))
+    return _timeline_page(
+        session,
+        principal,
+        EmailCompany,
+        EmailCompany.company_id == company_id,
+        limit=limit,
+        offset=offset,
+        before_id=before_id,
     )
-    return _timeline_page(session, listed, limit=limit, offset=offset, before_id=before_id)
 
 
 def get_email(*, session: Session, principal: Principal, email_id: int) -> LoggedEmail:
@@ -190,43 +222,48 @@ def list_decisions(
     """Newest first; ``before_id``: those older than that decision. Private (personal-inbox)
     decisions are seen by their owner only (C4).
 
-    What a user sees is two disjoint ranges of ``ix_decisions_account_private_id``: the
-    decisions private to them, and the account's non-private ones (for a member, only those
-    they acted on or of their inboxes). Each range is read newest first and cut at the page's
-    end, so a page costs the same at any depth; the two short lists are then merged.
+    What a user sees is a few ranges, each read newest first from its own index and cut at
+    the page's end, so a page costs the same at any depth whatever the user sees: the
+    decisions private to them, and — for an admin — the account's non-private ones
+    (``ix_decisions_account_private_{id,outcome_id,source_id}``: a filter narrows the range,
+    not the rows read); for a member, the non-private ones they acted on
+    (``ix_decisions_acting_private_id``) or of each of their inboxes
+    (``ix_decisions_inbox_private_id``), where a filter is applied to the rows read. The short
+    lists are then merged (a member's may overlap: UNION).
     """
     window = offset + limit
 
     def newest(*conditions: Any) -> Any:
-        q = sa.select(Decision.id).where(Decision.account_id == principal.account_id, *conditions)
+        q = sa.select(Decision.id).where(*conditions)
         if source:
             q = q.where(Decision.source == source)
         if outcome:
             q = q.where(Decision.outcome == outcome)
         if before_id is not None:
             q = q.where(Decision.id < before_id)
-        return sa.select(q.order_by(Decision.id.desc()).limit(window).subquery().c.id)
+        # Within a range private_to_user_id is one value (the user, or NULL), so this is id
+        # order; naming it makes the range's own index the only one that gives the order (the
+        # primary key alone would be walked until the range's rows turn up: a scan).
+        order = (Decision.private_to_user_id.desc(), Decision.id.desc())
+        return sa.select(q.order_by(*order).limit(window).subquery().c.id)
 
-    mine = newest(Decision.private_to_user_id == principal.user_id)
+    in_account = Decision.account_id == principal.account_id
     not_private = Decision.private_to_user_id.is_(None)
+    ranges = [newest(in_account, Decision.private_to_user_id == principal.user_id)]
     if principal.is_admin:
-        shared = newest(not_private)
+        ranges.append(newest(in_account, not_private))
     else:
-        # The message's inbox by primary key, per row, against the member's few inboxes: an
-        # EXISTS here lets the planner hash every stored message of those inboxes instead.
-        inbox_of_message = (
-            sa.select(StoredMessage.inbox_id)
-            .where(StoredMessage.id == Decision.stored_message_id)
-            .scalar_subquery()
+        # No account condition here: the user and their inboxes are the account's, and with
+        # one the planner may walk the account's range hoping to meet this user's rows soon —
+        # most of a user's own acts are private (personal mail), so it would read them all.
+        ranges.append(newest(not_private, Decision.acting_user_id == principal.user_id))
+        inboxes = session.scalars(
+            sa.select(InboxMember.inbox_id).where(InboxMember.user_id == principal.user_id)
         )
-        my_inboxes = sa.select(InboxMember.inbox_id).where(InboxMember.user_id == principal.user_id)
-        shared = newest(
-            not_private,
-            sa.or_(Decision.acting_user_id == principal.user_id, inbox_of_message.in_(my_inboxes)),
-        )
+        ranges += [newest(not_private, Decision.inbox_id == inbox_id) for inbox_id in inboxes]
+    merged = sa.union(*ranges) if len(ranges) > 2 else sa.union_all(*ranges)
     page = (
-        sa.union_all(mine, shared)
-        .subquery()
+        merged.subquery()
         .select()
         .order_by(sa.literal_column("id").desc())
         .limit(limit)

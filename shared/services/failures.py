@@ -144,6 +144,7 @@ def fail_message(
             "participants": [],
             "connection_id": row.connection_id,
             "private_to_user_id": owner,
+            "inbox_id": row.inbox_id,
         },
         ["stored_message_id"],
     )

@@ -20,6 +20,18 @@ def member_ids(*, session: Session, inbox_id: int) -> list[int]:
     return sorted(session.scalars(q))
 
 
+def members_of(*, session: Session, inbox_ids: list[int]) -> dict[int, list[int]]:
+    """Each inbox's member ids (sorted), in one query for a page of inboxes."""
+    found: dict[int, list[int]] = {i: [] for i in inbox_ids}
+    if inbox_ids:
+        q = sa.select(InboxMember.inbox_id, InboxMember.user_id).where(
+            InboxMember.inbox_id.in_(inbox_ids)
+        )
+        for inbox_id, user_id in session.execute(q.order_by(InboxMember.user_id)):
+            found[inbox_id].append(user_id)
+    return found
+
+
 def _check_users(*, session: Session, account_id: int | None, user_ids: set[int]) -> None:
     if not user_ids:
         return

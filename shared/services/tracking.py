@@ -246,18 +246,26 @@ def _outbox_of_email(session: Session, email_id: int) -> Outbox | None:
     )
 
 
-def events(*, session: Session, email_id: int, limit: int = 500) -> list[dict[str, Any]]:
+def events(
+    *,
+    session: Session,
+    email_id: int,
+    limit: int = 500,
+    offset: int = 0,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The email's events, oldest first; ``before_id`` (keyset): those after that event, a
+    range of ``ix_tracking_events_outbox_id``."""
     outbox = _outbox_of_email(session, email_id)
     if outbox is None:
         return []
-    rows = session.scalars(
-        sa.select(TrackingEvent)
-        .where(TrackingEvent.outbox_id == outbox.id)
-        .order_by(TrackingEvent.id)
-        .limit(limit)
-    )
+    q = sa.select(TrackingEvent).where(TrackingEvent.outbox_id == outbox.id)
+    if before_id is not None:
+        q = q.where(TrackingEvent.id > before_id)
+    rows = session.scalars(q.order_by(TrackingEvent.id).limit(limit).offset(offset))
     return [
         {
+            "id": e.id,
             "type": e.type,
             "recipient": e.recipient,
             "url": e.url,

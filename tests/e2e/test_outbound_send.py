@@ -309,6 +309,12 @@ def test_opens_and_clicks_are_recorded_per_recipient_and_machines_told_apart(env
         ("click", False, None),
     ]
     assert all(e["recipient"] == "erin@customer.example" for e in events)
+    # Paged by keyset (oldest first: the page after the last one's id) and by offset alike.
+    path = f"/v1/emails/{email_id}/events?limit=4"
+    first = env.call("GET", path, token, 200)["items"]
+    rest = env.call("GET", f"{path}&before_id={first[-1]['id']}", token, 200)["items"]
+    assert first + rest == events
+    assert env.call("GET", f"{path}&offset=4", token, 200)["items"] == rest
     tracking = env.call("GET", f"/v1/emails/{email_id}", token, 200)["tracking"]
     assert tracking["opens"] == 4 and tracking["human_opens"] == 2
     assert tracking["clicks"] == 2 and tracking["human_clicks"] == 1

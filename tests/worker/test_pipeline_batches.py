@@ -9,7 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db.engine import make_engine, make_session_factory, transaction
-from shared.db.models import Decision, Failure, LoggedEmail, StoredMessage
+from shared.db.models import (
+    Decision,
+    EmailCompany,
+    EmailContact,
+    Failure,
+    LoggedEmail,
+    StoredMessage,
+)
 from shared.intake import IncomingMessage, store_messages
 from tests.e2e.mail import message
 from tests.support.world import World, new_world
@@ -214,3 +221,30 @@ def test_replies_only_counts_a_thread_logged_earlier_in_the_same_batch(world: Wo
     jobs = driver.process_many(ids, Deps(world.sessions), "log.localhost").jobs
     assert [j.outcome for j in jobs] == ["logged", "logged", "skipped"]
     assert list(jobs[2].decision.codes) == ["not_a_reply"]
+
+
+def test_timeline_links_carry_their_emails_sort_key(world: World) -> None:
+    """Each contact and company link holds its email's (coalesce(date, received_at),
+    received_at), the key its timeline index orders by — for a new email, an undated one, and
+    a copy that arrives later and finds the email already logged."""
+    dated = message("alice@ours.example", ["ken@acme.co.jp"], message_id="<d@x.example>")
+    undated = message("alice@ours.example", ["amy@acme.co.jp"]).replace(b"Date: ", b"X-Was: ")
+    driver.process_many(store(world, [dated, undated]), Deps(world.sessions), "log.localhost")
+    later = store(world, [dated], source="forward")
+    driver.process_many(later, Deps(world.sessions), "log.localhost")
+    with world.sessions() as s:
+        for link in (EmailContact, EmailCompany):
+            rows = s.execute(
+                sa.select(
+                    link.email_sort_at,
+                    link.email_received_at,
+                    LoggedEmail.date,
+                    LoggedEmail.received_at,
+                )
+                .join(LoggedEmail, LoggedEmail.id == link.email_id)
+                .where(LoggedEmail.account_id == world.account_id)
+            ).all()
+            assert len(rows) == 2, link
+            for sort_at, received, date, email_received in rows:
+                assert (sort_at, received) == (date or email_received, email_received)
+            assert {r.date is None for r in rows} == {True, False}

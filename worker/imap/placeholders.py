@@ -76,6 +76,7 @@ def record_unfetched(session: Session, items: Sequence[Unfetched]) -> list[int]:
                 "participants": [],
                 "connection_id": item.connection_id,
                 "private_to_user_id": owners.get(item.connection_id),
+                "inbox_id": item.inbox_id,
             }
         )
     insert_each(

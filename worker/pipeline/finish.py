@@ -57,6 +57,7 @@ def decision_values(job: Job) -> dict[str, Any]:
         "acting_user_id": d.acting_user_id,
         "connection_id": job.connection_id,
         "private_to_user_id": d.private_to_user_id,
+        "inbox_id": job.inbox_id,
         "thread": None if d.redact else thread_view(job),
         "routing": None if d.redact else routing_view(job),
     }

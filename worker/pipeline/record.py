@@ -11,6 +11,7 @@ they are stored; the raw message keeps them whole), so they never fail a batch.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,8 +91,12 @@ def participant_rows(email_id: int, content: EmailContent) -> list[dict[str, Any
     return [{"email_id": email_id, "role": role, **_addr(a)} for role, a in people]
 
 
-def _emails(session: Session, logged: list[Job]) -> None:
-    """Insert new emails; set ``email_id`` and ``outcome`` (logged or duplicate) on each job."""
+SortKey = tuple[datetime, datetime]  # an email's (coalesce(date, received_at), received_at)
+
+
+def _emails(session: Session, logged: list[Job]) -> dict[int, SortKey]:
+    """Insert new emails; set ``email_id`` and ``outcome`` (logged or duplicate) on each job.
+    Returns each email's timeline sort key, which its contact and company links carry."""
     firsts: dict[tuple[int, str], Job] = {}
     for job in logged:
         firsts.setdefault((job.account_id, _content(job).identity), job)
@@ -107,17 +112,25 @@ def _emails(session: Session, logged: list[Job]) -> None:
             (LoggedEmail.id, LoggedEmail.account_id, LoggedEmail.identity),
         )
     }
+    sort_keys: dict[int, SortKey] = {
+        new[(r["account_id"], r["identity"])]: (r["date"] or r["received_at"], r["received_at"])
+        for r in rows
+        if (r["account_id"], r["identity"]) in new
+    }
     missing = [k for k in firsts if k not in new]
     existing: dict[tuple[int, str], int] = {}
     if missing:
-        existing = {
-            (a, i): eid
-            for eid, a, i in session.execute(
-                sa.select(LoggedEmail.id, LoggedEmail.account_id, LoggedEmail.identity).where(
-                    sa.tuple_(LoggedEmail.account_id, LoggedEmail.identity).in_(missing)
-                )
-            )
-        }
+        for eid, a, i, date, received in session.execute(
+            sa.select(
+                LoggedEmail.id,
+                LoggedEmail.account_id,
+                LoggedEmail.identity,
+                LoggedEmail.date,
+                LoggedEmail.received_at,
+            ).where(sa.tuple_(LoggedEmail.account_id, LoggedEmail.identity).in_(missing))
+        ):
+            existing[(a, i)] = eid
+            sort_keys[eid] = (date or received, received)
     participants = []
     for job in logged:
         key = (job.account_id, _content(job).identity)
@@ -130,6 +143,7 @@ def _emails(session: Session, logged: list[Job]) -> None:
         # One small prepared statement, executed many (shared/db/bulk.py): cheaper than the
         # ORM's bulk INSERT for the several participants of every message.
         insert_each(session, table_of(EmailParticipant), participants)
+    return sort_keys
 
 
 def _contacts(
@@ -234,7 +248,7 @@ def record_batch(batch: Batch) -> None:
         if _decision(job).outcome != c.LOGGED:
             job.outcome = _decision(job).outcome
     if logged:
-        _emails(session, logged)
+        sort_keys = _emails(session, logged)
         insert_ignore(
             session,
             EmailSource,
@@ -264,18 +278,30 @@ def record_batch(batch: Batch) -> None:
         insert_ignore(
             session,
             EmailContact,
-            [{"email_id": e, "contact_id": k} for e, k in sorted(links)],
+            [
+                {"email_id": e, "contact_id": k, **_sorted_by(sort_keys, e)}
+                for e, k in sorted(links)
+            ],
             ["email_id", "contact_id"],
         )
         insert_ignore(
             session,
             EmailCompany,
-            [{"email_id": e, "company_id": k} for e, k in sorted(companies)],
+            [
+                {"email_id": e, "company_id": k, **_sorted_by(sort_keys, e)}
+                for e, k in sorted(companies)
+            ],
             ["email_id", "company_id"],
         )
     for job in todo:
         # Raw content of a skipped personal-inbox message is not kept (§4).
         job.keep_raw = not (job.source == "personal" and job.outcome not in (c.LOGGED, c.DUPLICATE))
+
+
+def _sorted_by(sort_keys: dict[int, SortKey], email_id: int | None) -> dict[str, datetime]:
+    assert email_id is not None, "a linked email was recorded"
+    sort_at, received_at = sort_keys[email_id]
+    return {"email_sort_at": sort_at, "email_received_at": received_at}
 
 
 def _decision(job: Job) -> LoggingDecision:

@@ -93,7 +93,7 @@ def list_connections(session: SessionDep, p: UserDep, pg: ListPageDep) -> dict[s
     conns = svc.list_connections(
         session=session, principal=p, limit=pg.limit, offset=pg.offset, before_id=pg.before_id
     )
-    return {"items": [svc.connection_view(session=session, principal=p, conn=c) for c in conns]}
+    return {"items": svc.connection_views(session=session, principal=p, conns=conns)}
 
 
 @router.get("/v1/connections/{connection_id}")

@@ -58,7 +58,9 @@ def list_inboxes(
     inboxes = svc.list_inboxes(
         session=session, principal=p, limit=pg.limit, offset=pg.offset, before_id=pg.before_id
     )
-    return {"items": [inbox_view(session, i, ctx.settings.logging_domain) for i in inboxes]}
+    members = svc.members_of(session=session, inbox_ids=[i.id for i in inboxes])
+    domain = ctx.settings.logging_domain
+    return {"items": [inbox_view(session, i, domain, members[i.id]) for i in inboxes]}
 
 
 @router.get("/v1/inboxes/{inbox_id}")

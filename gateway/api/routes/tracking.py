@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gateway.api.deps import DbId, SessionDep, UserDep
+from gateway.api.deps import DbId, ListPageDep, SessionDep, UserDep
 from shared.services import emails as emails_svc
 from shared.services import tracking as svc
 
@@ -15,6 +15,17 @@ router = APIRouter(tags=["tracking"])
 
 
 @router.get("/v1/emails/{email_id}/events")
-def email_events(email_id: DbId, session: SessionDep, p: UserDep) -> dict[str, Any]:
+def email_events(
+    email_id: DbId, session: SessionDep, p: UserDep, pg: ListPageDep
+) -> dict[str, Any]:
+    """The email's opens and clicks, oldest first. ``before_id``: the last of the previous
+    page."""
     emails_svc.get_email(session=session, principal=p, email_id=email_id)  # visibility (C4)
-    return {"items": svc.events(session=session, email_id=email_id)}
+    found = svc.events(
+        session=session,
+        email_id=email_id,
+        limit=pg.limit,
+        offset=pg.offset,
+        before_id=pg.before_id,
+    )
+    return {"items": found}

@@ -61,15 +61,7 @@ class LoggedEmail(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "identity"),
         sa.Index("ix_logged_emails_account_message_id", "account_id", "message_id"),
-        # Timelines (§7: by date, falling back to received_at; then received_at, then id),
-        # newest first, by keyset: the order of shared/services/emails.py ``timeline_key``.
-        sa.Index(
-            "ix_logged_emails_timeline",
-            "account_id",
-            sa.text("coalesce(date, received_at)"),
-            "received_at",
-            "id",
-        ),
+        # Timelines are read from their links' own indexes (EmailContact, EmailCompany).
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -151,22 +143,49 @@ class ConversationEmail(Base):
 
 
 class EmailContact(Base):
+    """An email on a contact's timeline, with the email's sort key (§7 order: ``email_sort_at``
+    is coalesce(date, received_at)) so that a timeline page is a range of one index."""
+
     __tablename__ = "email_contacts"
+    __table_args__ = (
+        sa.Index(
+            "ix_email_contacts_timeline",
+            "contact_id",
+            "email_sort_at",
+            "email_received_at",
+            "email_id",
+        ),
+    )
 
     email_id: Mapped[int] = mapped_column(
         sa.ForeignKey("logged_emails.id", ondelete="CASCADE"), primary_key=True
     )
     contact_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True, index=True
+        sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
     )
+    email_sort_at: Mapped[datetime] = mapped_column()
+    email_received_at: Mapped[datetime] = mapped_column()
 
 
 class EmailCompany(Base):
+    """An email on a company's timeline, with its sort key as in :class:`EmailContact`."""
+
     __tablename__ = "email_companies"
+    __table_args__ = (
+        sa.Index(
+            "ix_email_companies_timeline",
+            "company_id",
+            "email_sort_at",
+            "email_received_at",
+            "email_id",
+        ),
+    )
 
     email_id: Mapped[int] = mapped_column(
         sa.ForeignKey("logged_emails.id", ondelete="CASCADE"), primary_key=True
     )
     company_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True, index=True
+        sa.ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
     )
+    email_sort_at: Mapped[datetime] = mapped_column()
+    email_received_at: Mapped[datetime] = mapped_column()

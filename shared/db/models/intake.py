@@ -87,12 +87,31 @@ class Decision(Base):
         # GET /v1/decisions, newest first, under C4: (account, not private) and (account,
         # private to me) are two ranges of this index, each read in id order.
         sa.Index("ix_decisions_account_private_id", "account_id", "private_to_user_id", "id"),
+        # … with ?outcome= / ?source=: the same ranges, one filter value at a time.
+        sa.Index(
+            "ix_decisions_account_private_outcome_id",
+            "account_id",
+            "private_to_user_id",
+            "outcome",
+            "id",
+        ),
+        sa.Index(
+            "ix_decisions_account_private_source_id",
+            "account_id",
+            "private_to_user_id",
+            "source",
+            "id",
+        ),
+        # A member's non-private decisions: those of each of their inboxes, and their own acts
+        # (most of which are private: personal mail; the range is the non-private ones).
+        sa.Index("ix_decisions_inbox_private_id", "inbox_id", "private_to_user_id", "id"),
+        sa.Index("ix_decisions_acting_private_id", "acting_user_id", "private_to_user_id", "id"),
+        # An email's decisions (its outbox entry; the email's deletion sets email_id null).
+        sa.Index("ix_decisions_email_id", "email_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
     stored_message_id: Mapped[int] = mapped_column(
         sa.ForeignKey("stored_messages.id", ondelete="CASCADE"), unique=True
     )
@@ -115,6 +134,10 @@ class Decision(Base):
     )
     private_to_user_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    # The stored message's team inbox (copied: a member sees the decisions of their inboxes).
+    inbox_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("team_inboxes.id", ondelete="SET NULL")
     )
     # Team mail: how the message was threaded ({how, conversation_id}) and, for a new
     # conversation, the routing trace (which rule fired, and why each earlier one did not).

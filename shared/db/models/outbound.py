@@ -24,6 +24,8 @@ class Outbox(Base):
         sa.Index("ix_outbox_connection_status", "connection_id", "status"),
         # The IMAP copy of a message sent with log: false is looked up by its Message-ID.
         sa.Index("ix_outbox_account_message", "account_id", "message_id"),
+        # An email's outbox entry, through its decision's stored message (the email view).
+        sa.Index("ix_outbox_stored_message_id", "stored_message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

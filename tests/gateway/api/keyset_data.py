@@ -89,13 +89,26 @@ def build(api: Api, *, emails: int, decisions: int, conversations: int, tag: str
     with transaction(api.ctx.sessions) as s:
         email_ids = _insert(s, LoggedEmail, email_rows)
         if email_ids:
+            keys = [
+                {
+                    "email_sort_at": r["date"] or r["received_at"],
+                    "email_received_at": r["received_at"],
+                }
+                for r in email_rows
+            ]
             s.execute(
                 sa.insert(EmailContact),
-                [{"email_id": e, "contact_id": contact["id"]} for e in email_ids],
+                [
+                    {"email_id": e, "contact_id": contact["id"], **k}
+                    for e, k in zip(email_ids, keys, strict=True)
+                ],
             )
             s.execute(
                 sa.insert(EmailCompany),
-                [{"email_id": e, "company_id": contact["company_id"]} for e in email_ids],
+                [
+                    {"email_id": e, "company_id": contact["company_id"], **k}
+                    for e, k in zip(email_ids, keys, strict=True)
+                ],
             )
         stored_ids = _insert(s, StoredMessage, stored_rows)
         decision_rows = [
@@ -112,6 +125,7 @@ def build(api: Api, *, emails: int, decisions: int, conversations: int, tag: str
                 if row["source"] == "personal"
                 else None,
                 "acting_user_id": bob_id if i % 5 == 0 else None,
+                "inbox_id": row["inbox_id"],
             }
             for i, (sid, row) in enumerate(zip(stored_ids, stored_rows, strict=True))
         ]

@@ -71,6 +71,15 @@ def test_conversations_page_by_keyset_latest_first(api: Api) -> None:
     base = f"/v1/inboxes/{d.inbox_id}/conversations"
     assert walk(api, base, d.bob, 4) == conversation_order(d.conversations)
     assert whole(api, base, d.admin) == conversation_order(d.conversations)
+    # By offset too, across the undated ones at the end (the pages straddle the boundary).
+    by_offset = [
+        c["id"]
+        for offset in range(0, len(d.conversations), 3)
+        for c in api.call("GET", f"{base}?limit=3&offset={offset}", d.bob, 200)["items"]
+    ]
+    assert by_offset == conversation_order(d.conversations)
+    after = api.call("GET", f"{base}?limit=3&offset=2&before_id={by_offset[30]}", d.bob, 200)
+    assert [c["id"] for c in after["items"]] == by_offset[33:36]
     open_ = [c for c in d.conversations if c["status"] == "open"]
     assert walk(api, f"{base}?status=open", d.bob, 5) == conversation_order(open_)
     mine = [c for c in d.conversations if c["assignee_id"] == d.bob_id]
@@ -107,3 +116,34 @@ def test_id_ordered_lists_page_by_keyset_newest_first(api: Api) -> None:
                  json={"member_ids": [member["user"]["id"]]})  # fmt: skip
     assert walk(api, "/v1/inboxes", member["token"], 1) == sorted(inboxes[1:3], reverse=True)
     api.call("GET", "/v1/users?before_id=0", admin, 422)
+
+
+def test_a_cursor_from_elsewhere_is_a_position_or_a_422(api: Api) -> None:
+    """Id-ordered lists take any id as a position in their order: another account's id, or
+    one that names nothing, pages this list's own items older than it (nothing of the other
+    account is shown or confirmed). Lists in another order need the cursor's key from the
+    list itself: an id not in it is 422 ``unknown_before_id``."""
+    a = api.new_account("Here", "admin@here.example")["token"]
+    b = api.new_account("There", "admin@there.example")["token"]
+
+    def contact(token: str, n: int) -> int:
+        body = {"email": f"p{n}@firm{n}.example"}
+        return int(api.call("POST", "/v1/contacts", token, 201, json=body)["id"])
+
+    older = [contact(a, 1), contact(a, 2)]
+    theirs = contact(b, 3)
+    newer = contact(a, 4)
+
+    def ids(path: str) -> list[int]:
+        return [i["id"] for i in api.call("GET", path, a, 200)["items"]]
+
+    assert ids(f"/v1/contacts?before_id={theirs}") == older[::-1]
+    assert ids(f"/v1/contacts?before_id={2**31 - 1}") == [newer, *older[::-1]]
+    assert ids(f"/v1/decisions?before_id={theirs}") == []
+    for path in (f"/v1/contacts/{newer}/emails", "/v1/inboxes/{inbox}/conversations"):
+        if "{inbox}" in path:
+            inbox = api.call("POST", "/v1/inboxes", a, 201, json={"name": "Sales"})["id"]
+            path = path.format(inbox=inbox)
+        for cursor in (theirs, 2**31 - 1):
+            err = api.call("GET", f"{path}?before_id={cursor}", a, 422)
+            assert err["error"]["code"] == "unknown_before_id"

@@ -109,11 +109,16 @@ def test_a_deep_timeline_page_reads_the_timeline_index(big: tuple) -> None:
     order = timeline_order(d.emails)
     deep = order[DEEP]
     for token in (d.admin, d.bob):
-        for path in (f"/v1/contacts/{d.contact_id}/emails", f"/v1/companies/{d.company_id}/emails"):
+        for path, link in (
+            (f"/v1/contacts/{d.contact_id}/emails", "email_contacts"),
+            (f"/v1/companies/{d.company_id}/emails", "email_companies"),
+        ):
             nodes = _explain_page(
                 api, engine, f"{path}?limit={PAGE}&before_id={deep}", token, "logged_emails"
             )
-            _assert_bounded(nodes, "logged_emails", "ix_logged_emails_timeline")
+            # A range of the link's timeline index, then the page's emails by primary key.
+            _assert_bounded(nodes, link, f"ix_{link}_timeline")
+            _assert_bounded(nodes, "logged_emails", "pk_logged_emails")
     page = api.call("GET", f"/v1/contacts/{d.contact_id}/emails?limit={PAGE}&before_id={deep}",
                     d.admin, 200)["items"]  # fmt: skip
     assert [e["id"] for e in page] == order[DEEP + 1 : DEEP + 1 + PAGE]
@@ -123,19 +128,25 @@ def test_a_deep_decisions_page_reads_two_ranges_in_id_order(big: tuple) -> None:
     api, d, engine = big
     ids = sorted((x["id"] for x in d.decisions), reverse=True)
     deep = ids[DEEP]
-    # Alice and Bob see many: the planner may walk the primary key (one account here) or
-    # the C4 index; either way about a page is read.
-    for token in (d.admin, d.bob):
-        nodes = _explain_page(
-            api, engine, f"/v1/decisions?limit={PAGE}&before_id={deep}", token, "decisions"
-        )
-        _assert_bounded(nodes, "decisions", ("ix_decisions_account_private_id", "pk_decisions"))
-    # Carol's private decisions are three, the oldest: only the C4 index finds them without
-    # walking the whole account.
-    nodes = _explain_page(
-        api, engine, f"/v1/decisions?limit={PAGE}&before_id={deep}", d.carol, "decisions"
-    )
-    _assert_bounded(nodes, "decisions", ("ix_decisions_account_private_id",))
+    # Each range the user sees is read from its own index, newest first, about a page of it
+    # (``also``: where the planner may rightly walk the primary key instead — one account).
+    c4, pk = "ix_decisions_account_private_id", "pk_decisions"
+    for token, query, needed, also in (
+        (d.admin, "", {c4}, {pk}),
+        (d.admin, "outcome=skipped&", {"ix_decisions_account_private_outcome_id"}, set()),
+        (d.admin, "source=bcc&", {"ix_decisions_account_private_source_id"}, set()),
+        # Bob, a member: his private ones, his own acts, his inbox's.
+        (d.bob, "", {"ix_decisions_acting_private_id", "ix_decisions_inbox_private_id"},
+         {c4, pk}),
+        # Carol's private decisions are three, the oldest: only the C4 index finds them
+        # without walking the whole account.
+        (d.carol, "", {c4}, set()),
+    ):  # fmt: skip
+        path = f"/v1/decisions?{query}limit={PAGE}&before_id={deep}"
+        nodes = _explain_page(api, engine, path, token, "decisions")
+        _assert_bounded(nodes, "decisions", tuple(needed | also))
+        used = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "decisions"}
+        assert needed <= used <= needed | also, f"{path}\n{_summary(nodes)}"
 
 
 def test_a_deep_conversations_page_reads_the_inbox_index(big: tuple) -> None:

@@ -172,6 +172,9 @@ def test_failures_list_retry_and_resolution(api: Api) -> None:
 
     items = api.call("GET", "/v1/ops/failures", a["token"], 200)["items"]
     assert [f["id"] for f in items] == [newer, older]  # newest first, own account only
+    for query, page in (("limit=1", [newer]), (f"limit=1&before_id={newer}", [older])):
+        got = api.call("GET", f"/v1/ops/failures?{query}", a["token"], 200)["items"]
+        assert [f["id"] for f in got] == page  # by keyset, page by page
     assert set(items[0]) >= {"id", "stage", "error", "attempts", "created_at", "resolved_at"}
     assert items[0]["stored_message_id"] == newer_stored and items[0]["resolved_at"] is None
     every = api.call("GET", "/v1/ops/failures", OPERATOR_TOKEN, 200)["items"]
