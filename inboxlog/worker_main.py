@@ -10,6 +10,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 
 from inboxlog.runtime import Runtime
 from shared import counters
+from shared.metrics import QueueProbe
 from shared.queueing import (
     QUEUE_INTAKE,
     QUEUE_OUTBOUND,
@@ -34,6 +35,7 @@ def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
         retention_days=rt.settings.raw_retention_days,
         active_ids=active_ids,
         sent_check_seconds=rt.settings.outbound_sent_check_seconds,
+        waiting=QueueProbe(rt.settings.broker_url, [QUEUE_INTAKE]).waiting,
     )
 
     # Started once the pool has forked, so no child inherits the sweeper's thread or connections.

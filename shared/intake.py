@@ -86,16 +86,20 @@ def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> lis
     return [r[0] if r is not None else None for r in got]
 
 
-def stale_ids(*, session: Session, older_than_seconds: float, limit: int = 1000) -> list[int]:
+def stale_ids(
+    *,
+    session: Session,
+    older_than_seconds: float,
+    limit: int = 1000,
+    statuses: tuple[str, ...] = ("stored", "processing"),
+) -> list[int]:
     """Stored or stuck-in-processing rows not touched for a while: the sweeper re-enqueues them."""
     from datetime import timedelta
 
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     q = (
         sa.select(StoredMessage.id)
-        .where(
-            StoredMessage.status.in_(("stored", "processing")), StoredMessage.updated_at < cutoff
-        )
+        .where(StoredMessage.status.in_(statuses), StoredMessage.updated_at < cutoff)
         .order_by(StoredMessage.id)
         .limit(limit)
     )

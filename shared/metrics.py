@@ -69,6 +69,13 @@ class QueueProbe:
                     # (RabbitMQ answers 404 and closes the channel; py-amqp reopens it.)
                     out[name] = 0
 
+    def waiting(self) -> int | None:
+        """Tasks waiting in all the probed queues; None when the broker does not answer."""
+        depths = self.depths()
+        if any(d is None for d in depths.values()):
+            return None
+        return sum(d or 0 for d in depths.values())
+
     def depths(self) -> dict[str, int | None]:
         with self._lock:
             now = time.monotonic()

@@ -31,9 +31,22 @@ log = logging.getLogger("inboxlog.sweeper")
 RETENTION_EVERY_SECONDS = 600.0
 
 
-def sweep_once(sessions: sessionmaker[Session], sender: TaskSender, older_than: float) -> int:
+def sweep_once(
+    sessions: sessionmaker[Session],
+    sender: TaskSender,
+    older_than: float,
+    waiting: Callable[[], int | None] | None = None,
+) -> int:
+    """Re-enqueue the stale rows. ``waiting``: the tasks waiting in the intake queue (None:
+    unknown). While tasks wait, a backlog is draining and a stored row's task is most likely
+    among them: re-sending every such row once per ``older_than`` would only multiply the work
+    of a backlog (the more behind, the more re-sent). Such rows are re-sent once the queue has
+    drained, which is also when a row the broker lost shows. A processing row whose worker
+    stopped renewing its claim is re-sent at once."""
+    backlog = waiting is not None and (waiting() or 0) > 0
+    statuses = ("processing",) if backlog else ("stored", "processing")
     with sessions() as session, session.begin():
-        ids = stale_ids(session=session, older_than_seconds=older_than)
+        ids = stale_ids(session=session, older_than_seconds=older_than, statuses=statuses)
         if not ids:
             return 0
         # Touch the rows so the next sweep waits its turn again.
@@ -55,6 +68,7 @@ class Sweeper(threading.Thread):
         retention_days: float | None = None,
         active_ids: Callable[[], list[int]] | None = None,
         sent_check_seconds: float | None = None,
+        waiting: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(name="inboxlog-sweeper", daemon=True)
         self.sessions, self.sender, self.older_than = sessions, sender, older_than
@@ -63,6 +77,7 @@ class Sweeper(threading.Thread):
         self.retention_days = retention_days
         self.active_ids = active_ids
         self.sent_check_seconds = sent_check_seconds
+        self.waiting = waiting  # tasks waiting in the intake queue; see sweep_once
         self.stopped = threading.Event()
         # Retention looks about ten times per retention period, at most every 10 minutes.
         self.retention_every = (
@@ -83,7 +98,10 @@ class Sweeper(threading.Thread):
                 self._step("claim renewal", self._renew)
             if now >= due["sweep"]:
                 due["sweep"] = now + self.interval
-                self._step("sweep", lambda: sweep_once(self.sessions, self.sender, self.older_than))
+                self._step(
+                    "sweep",
+                    lambda: sweep_once(self.sessions, self.sender, self.older_than, self.waiting),
+                )
                 self._step(
                     "outbox sweep",
                     lambda: sweep_outbox(

@@ -127,3 +127,39 @@ def test_retention_deletes_raw_bytes_of_unlogged_mail_and_keeps_decisions(db_url
     assert decisions[ids[2]] == ["internal_only"] and decisions[ids[3]] == ["unknown_sender"]
     assert purge_raw(sessions, older_than_days=30) == 0  # nothing left to do
     engine.dispose()
+
+
+def test_a_draining_backlog_is_not_sent_again_but_abandoned_claims_are(
+    db_url: str, tmp_path: Path
+) -> None:
+    """While tasks wait in the intake queue (a backlog drains), a stale stored row is most
+    likely among them: it is left alone, and re-sent once the queue is empty. A processing row
+    whose worker stopped renewing its claim is re-sent at once. The queue is the real Redis
+    list, and the depth the real probe's."""
+    from shared.metrics import QueueProbe
+
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    world = new_world(sessions)
+    broker = redis_broker_url()
+    raw = [message("alice@ours.example", [f"b{i}@acme.co.jp"]) for i in range(2)]
+    with transaction(sessions) as s:
+        ids = store_messages(
+            session=s,
+            items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=r) for r in raw],
+        )
+        old = utcnow() - timedelta(minutes=10)
+        s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
+        s.execute(
+            sa.update(StoredMessage).where(StoredMessage.id == ids[1]).values(status="processing")
+        )
+    sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
+    probe = QueueProbe(broker, [QUEUE_INTAKE], cache_seconds=0)
+    assert sender.process([999_999_999]) == 1  # a backlog: one task waits (for nobody)
+    sweep_once(sessions, sender, older_than=60, waiting=probe.waiting)
+    queued = _queued_ids(broker)
+    assert ids[1] in queued and ids[0] not in queued
+    redis.Redis.from_url(broker).delete(QUEUE_INTAKE)  # drained
+    sweep_once(sessions, sender, older_than=60, waiting=probe.waiting)
+    assert ids[0] in _queued_ids(broker)
+    engine.dispose()
