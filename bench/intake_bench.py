@@ -408,6 +408,54 @@ def wait_decisions(
     return samples
 
 
+class NewDecisions:
+    """Counts an account's decisions as they appear, reading only the rows above the highest id
+    seen (less a window: two worker processes commit out of id order) through the primary key. A
+    ``count(*)`` of the account's decisions reads the whole account at every poll, and the
+    account grows run after run (3 ms per poll at 10,000 decisions, 10 polls a second)."""
+
+    WINDOW = 512
+    # Two bounds: on a table never analyzed the planner reads a two-sided range of the primary
+    # key (it guesses 0.5 % of rows), where "id > x" alone (a third) becomes a whole-table scan.
+    SPAN = 10**9
+
+    def __init__(self, dsn: str, account_id: int) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.account_id, self.count = account_id, 0
+        top = self.conn.execute("SELECT coalesce(max(id), 0) FROM decisions").fetchone()[0]
+        self.top, self.seen = top, set()
+        self._read(record=False)
+
+    def _read(self, record: bool = True) -> None:
+        low = max(0, self.top - self.WINDOW)
+        for rid, acct in self.conn.execute(
+            "SELECT id, account_id FROM decisions WHERE id > %s AND id <= %s",
+            (low, low + self.SPAN),
+        ).fetchall():
+            if rid not in self.seen:
+                self.seen.add(rid)
+                self.top = max(self.top, rid)
+                if record and acct == self.account_id:
+                    self.count += 1
+
+    def wait(self, n: int, timeout: float, interval: float = 0.1) -> list[tuple[float, int]]:
+        """Poll until ``n`` new decisions exist; returns (monotonic time, new count) samples."""
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._read()
+            samples.append((time.monotonic(), self.count))
+            if self.count >= n:
+                break
+            time.sleep(interval)
+        return samples
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class DecisionWatcher(threading.Thread):
     """Polls the decisions table every ``interval`` s, noting when each Message-ID first shows.
 
@@ -694,13 +742,15 @@ def fig_source(
         for k in range(1, args.source_runs + 1):
             y = source(yport, n)
             base = count_decisions(dsn, world.account_id)
+            counter = NewDecisions(dsn, world.account_id)
             box: dict[str, SourceRun] = {}
             c0 = cpu_snapshot(groups)
             sender_thread = threading.Thread(
                 target=lambda box=box: box.setdefault("r", source(stack.smtp_port, n))
             )
             sender_thread.start()
-            samples = wait_decisions(dsn, world.account_id, base + n, timeout=args.timeout)
+            samples = [(t, base + c) for t, c in counter.wait(n, timeout=args.timeout)]
+            counter.close()
             sender_thread.join()
             g = box["r"]
             fig.notes.append(
