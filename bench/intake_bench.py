@@ -12,6 +12,16 @@ One run measures, on a fresh PostgreSQL database and an empty Redis db of its ow
 
 Every server runs as its own process; the load generator is a small asyncio SMTP client in this
 process (one persistent connection per session, MAIL/RCPT/DATA without pipelining, as smtplib).
+
+With ``--client smtp-source`` or ``both`` (the default), an independent client too: Postfix's
+``smtp-source`` (installed from Debian's postfix package when missing, its daemon stopped again)
+runs ``--source-runs`` times (3) ``-s 20 -m 5000 -l 10240`` against the fsync yardstick, then the
+same against the gateway with the worker running, all on ONE account that grows run after run;
+per run it reports the accept rate, its ratio to the yardstick and end-to-end (smtp-source start
+to every message decided). ``--vacuum`` runs VACUUM (ANALYZE) before each run, standing in for
+autovacuum (the shared test server runs with it off); ``--source-reuse`` adds ``-d`` (one
+connection per session instead of one per message).
+
 It starts and cleans up every process, the database and the Redis db, and exits 0 whatever the
 figures are.
 """
