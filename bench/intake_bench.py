@@ -12,6 +12,16 @@ One run measures, on a fresh PostgreSQL database and an empty Redis db of its ow
 
 Every server runs as its own process; the load generator is a small asyncio SMTP client in this
 process (one persistent connection per session, MAIL/RCPT/DATA without pipelining, as smtplib).
+
+With ``--client smtp-source`` or ``both`` (the default), an independent client too: Postfix's
+``smtp-source`` (installed from Debian's postfix package when missing, its daemon stopped again)
+runs ``--source-runs`` times (3) ``-s 20 -m 5000 -l 10240`` against the fsync yardstick, then the
+same against the gateway with the worker running, all on ONE account that grows run after run;
+per run it reports the accept rate, its ratio to the yardstick and end-to-end (smtp-source start
+to every message decided). ``--vacuum`` runs VACUUM (ANALYZE) before each run, standing in for
+autovacuum (the shared test server runs with it off); ``--source-reuse`` adds ``-d`` (one
+connection per session instead of one per message).
+
 It starts and cleans up every process, the database and the Redis db, and exits 0 whatever the
 figures are.
 """
@@ -47,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process  # noqa: E402  (bench/ is on sys.path)
 from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
+from bench_smtp_source import SourceRun, ensure_smtp_source, run_smtp_source  # noqa: E402
 
 SENDER = "alice@ours.example"
 
@@ -407,6 +418,54 @@ def wait_decisions(
     return samples
 
 
+class NewDecisions:
+    """Counts an account's decisions as they appear, reading only the rows above the highest id
+    seen (less a window: two worker processes commit out of id order) through the primary key. A
+    ``count(*)`` of the account's decisions reads the whole account at every poll, and the
+    account grows run after run (3 ms per poll at 10,000 decisions, 10 polls a second)."""
+
+    WINDOW = 512
+    # Two bounds: on a table never analyzed the planner reads a two-sided range of the primary
+    # key (it guesses 0.5 % of rows), where "id > x" alone (a third) becomes a whole-table scan.
+    SPAN = 10**9
+
+    def __init__(self, dsn: str, account_id: int) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.account_id, self.count = account_id, 0
+        top = self.conn.execute("SELECT coalesce(max(id), 0) FROM decisions").fetchone()[0]
+        self.top, self.seen = top, set()
+        self._read(record=False)
+
+    def _read(self, record: bool = True) -> None:
+        low = max(0, self.top - self.WINDOW)
+        for rid, acct in self.conn.execute(
+            "SELECT id, account_id FROM decisions WHERE id > %s AND id <= %s",
+            (low, low + self.SPAN),
+        ).fetchall():
+            if rid not in self.seen:
+                self.seen.add(rid)
+                self.top = max(self.top, rid)
+                if record and acct == self.account_id:
+                    self.count += 1
+
+    def wait(self, n: int, timeout: float, interval: float = 0.1) -> list[tuple[float, int]]:
+        """Poll until ``n`` new decisions exist; returns (monotonic time, new count) samples."""
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._read()
+            samples.append((time.monotonic(), self.count))
+            if self.count >= n:
+                break
+            time.sleep(interval)
+        return samples
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class DecisionWatcher(threading.Thread):
     """Polls the decisions table every ``interval`` s, noting when each Message-ID first shows.
 
@@ -552,37 +611,41 @@ def run(args: argparse.Namespace) -> Figures:
 
     fig = Figures()
     n, m = args.messages, args.sessions
+    ours, source = args.client in ("ours", "both"), args.client in ("smtp-source", "both")
     say = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
+    binary = ensure_smtp_source(say) if source else ""
 
     workdir = Path(tempfile.mkdtemp(prefix="inboxlog-intake-bench-", dir=args.workdir))
-    say(f"building {n} + {n} + {args.latency_messages} messages (~{args.size // 1000} KB)")
-    msgs_accept = build_messages("acc", n, seed=1, size=args.size)
-    msgs_live = build_messages("live", n, seed=2, size=args.size)
-    msgs_lat = build_messages("lat", args.latency_messages, seed=3, size=args.size)
-    avg_size = statistics.mean(len(p) for _, p in msgs_accept)
-
+    msgs_accept: list[tuple[str, bytes]] = []
     try:
-        # --- yardsticks ------------------------------------------------------------------------
         yard: dict[str, LoadResult] = {}
-        for kind in ("fsync", "null"):
-            with yardstick(kind, workdir) as port:
-                say(f"yardstick {kind}: {n} messages over {m} sessions")
-                run_load(port, "log@yardstick.example", msgs_accept[: min(n, 200)], m)  # warm up
-                yard[kind] = run_load(port, "log@yardstick.example", msgs_accept, m)
-        fig.rows.append(
-            (
-                "bare aiosmtpd + file-per-message fsync",
-                fmt_rate(yard["fsync"].accept_rate),
-                describe_load(yard["fsync"]),
+        if ours:
+            say(f"building {n} + {n} + {args.latency_messages} messages (~{args.size // 1000} KB)")
+            msgs_accept = build_messages("acc", n, seed=1, size=args.size)
+            msgs_live = build_messages("live", n, seed=2, size=args.size)
+            msgs_lat = build_messages("lat", args.latency_messages, seed=3, size=args.size)
+            # --- yardsticks --------------------------------------------------------------------
+            for kind in ("fsync", "null"):
+                with yardstick(kind, workdir) as port:
+                    say(f"yardstick {kind}: {n} messages over {m} sessions")
+                    run_load(
+                        port, "log@yardstick.example", msgs_accept[: min(n, 200)], m
+                    )  # warm up
+                    yard[kind] = run_load(port, "log@yardstick.example", msgs_accept, m)
+            fig.rows.append(
+                (
+                    "bare aiosmtpd + file-per-message fsync",
+                    fmt_rate(yard["fsync"].accept_rate),
+                    describe_load(yard["fsync"]),
+                )
             )
-        )
-        fig.rows.append(
-            (
-                "bare aiosmtpd, stores nothing",
-                fmt_rate(yard["null"].accept_rate),
-                describe_load(yard["null"]),
+            fig.rows.append(
+                (
+                    "bare aiosmtpd, stores nothing",
+                    fmt_rate(yard["null"].accept_rate),
+                    describe_load(yard["null"]),
+                )
             )
-        )
 
         redis_url, flush_redis = redis_db()
         try:
@@ -596,19 +659,22 @@ def run(args: argparse.Namespace) -> Figures:
                     INBOXLOG_SMTP_MAX_CONNECTIONS_PER_CLIENT=str(max(50, 2 * m)),
                 )
                 try:
-                    fig_stack(
-                        fig,
-                        args,
-                        stack,
-                        dsn,
-                        new_world,
-                        msgs_accept,
-                        msgs_live,
-                        msgs_lat,
-                        yard["fsync"].accept_rate,
-                        workdir,
-                        say,
-                    )
+                    if ours:
+                        fig_stack(
+                            fig,
+                            args,
+                            stack,
+                            dsn,
+                            new_world,
+                            msgs_accept,
+                            msgs_live,
+                            msgs_lat,
+                            yard["fsync"].accept_rate,
+                            workdir,
+                            say,
+                        )
+                    if source:
+                        fig_source(fig, args, binary, stack, dsn, new_world, workdir, say)
                 finally:
                     stack.close()
         finally:
@@ -616,8 +682,158 @@ def run(args: argparse.Namespace) -> Figures:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    fig.notes.append(f"average DATA payload {avg_size / 1000:.1f} KB")
+    if msgs_accept:
+        avg_size = statistics.mean(len(p) for _, p in msgs_accept)
+        fig.notes.append(f"average DATA payload {avg_size / 1000:.1f} KB (our client)")
     return fig
+
+
+def vacuum_analyze(dsn: str) -> float:
+    """``VACUUM (ANALYZE)`` of the bench's database (what autovacuum would do); returns seconds."""
+    import psycopg
+
+    t0 = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    return time.monotonic() - t0
+
+
+def fig_source(
+    fig: Figures,
+    args: argparse.Namespace,
+    binary: str,
+    stack,
+    dsn: str,
+    new_world,  # type: ignore[no-untyped-def]
+    workdir: Path,
+    say,
+) -> None:
+    """Postfix's smtp-source, ``--source-runs`` runs alternating the fsync yardstick and the
+    gateway (worker running) with the same parameters, all on ONE account, which grows."""
+    n, m, length = args.source_messages, args.sessions, args.source_length
+    world = new_world(stack.sessions)
+    sender = SENDER  # the account's admin: passes the gateway's sender verification
+    if "gateway" not in stack.procs:
+        stack.start_gateway()
+    if "worker" not in stack.procs:
+        stack.start_worker(args.concurrency)
+    groups = {"gateway": stack.procs["gateway"].pid, "worker": stack.procs["worker"].pid}
+
+    def source(port: int, k: int) -> SourceRun:
+        return run_smtp_source(
+            binary,
+            port,
+            sender=sender,
+            rcpt=world.bcc,
+            sessions=m,
+            messages=k,
+            length=length,
+            reuse=args.source_reuse,
+        )
+
+    # warm-up: until the gateway's directory knows the new account (a refused run exits non-0)
+    deadline, warm = time.monotonic() + 30, 0
+    while (r := source(stack.smtp_port, 20)).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"smtp-source warm-up refused: {r.stderr}")
+        time.sleep(0.2)
+    warm = r.messages
+    wait_decisions(dsn, world.account_id, warm, timeout=args.timeout)
+    if args.vacuum:
+        vacuum_analyze(dsn)
+    mode = "VACUUM (ANALYZE) before each run" if args.vacuum else "as is (no VACUUM/ANALYZE)"
+    say(
+        f"smtp-source: {args.source_runs} × ({n} to the fsync yardstick, {n} to the gateway), {mode}"
+    )
+    yard_total = gw_total = 0.0
+    e2e_rates: list[float] = []
+    with yardstick("fsync", workdir) as yport:
+        source(yport, 200)  # warm up
+        for k in range(1, args.source_runs + 1):
+            y = source(yport, n)
+            base = count_decisions(dsn, world.account_id)
+            counter = NewDecisions(dsn, world.account_id)
+            box: dict[str, SourceRun] = {}
+            c0 = cpu_snapshot(groups)
+            sender_thread = threading.Thread(
+                target=lambda box=box: box.setdefault("r", source(stack.smtp_port, n))
+            )
+            sender_thread.start()
+            samples = [(t, base + c) for t, c in counter.wait(n, timeout=args.timeout)]
+            counter.close()
+            sender_thread.join()
+            g = box["r"]
+            fig.notes.append(
+                cpu_note(
+                    f"smtp-source run {k}", c0, cpu_snapshot(groups), n, samples[-1][0] - g.started
+                )
+            )
+            decided = samples[-1][1] - base
+            e2e = decided / (samples[-1][0] - g.started) if decided else 0.0
+            sus = sustained_rate([(t, c - base) for t, c in samples], n)
+            ratio = g.rate / y.rate if y.rate else 0.0
+            yard_total += y.wall
+            gw_total += g.wall
+            e2e_rates.append(e2e if decided >= n else 0.0)
+            errs = "; ".join(
+                f"{who} exit {r.returncode}: {r.stderr}"
+                for who, r in (("yardstick", y), ("gateway", g))
+                if r.returncode
+            )
+            fig.rows.append(
+                (
+                    f"smtp-source run {k}: fsync yardstick / gateway accept",
+                    f"{y.rate:,.0f} / {g.rate:,.0f} msg/s",
+                    f"{ratio:.2f}× the yardstick; {n} in {y.wall:.1f} s / {g.wall:.1f} s"
+                    + (f"; {errs}" if errs else ""),
+                )
+            )
+            fig.rows.append(
+                (
+                    f"smtp-source run {k}: end-to-end",
+                    fmt_rate(e2e),
+                    f"smtp-source start → all {decided}/{n} decided; 10–90 % {fmt_rate(sus)}; "
+                    f"account holds {samples[-1][1]:,} decisions",
+                )
+            )
+            if args.vacuum:
+                fig.notes.append(
+                    f"VACUUM (ANALYZE) after smtp-source run {k}: {vacuum_analyze(dsn):.1f} s"
+                )
+    runs = args.source_runs
+    ratio_all = yard_total / gw_total if gw_total else 0.0  # same n per run: rate ratio
+    fig.targets.append(
+        (
+            "smtp-source: gateway accept ≥ 1.0× fsync yardstick",
+            f"{ratio_all:.2f}×",
+            f"{runs * n / gw_total:,.0f} vs {runs * n / yard_total:,.0f} msg/s over {runs} runs",
+            ratio_all >= 1.0,
+        )
+    )
+    fig.targets.append(
+        (
+            "smtp-source: end-to-end ≥ 600 msg/s in every run",
+            f"{min(e2e_rates):,.0f} msg/s",
+            " / ".join(f"{r:,.0f}" for r in e2e_rates) + " by run",
+            min(e2e_rates) >= 600,
+        )
+    )
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        outcomes = dict(
+            conn.execute(
+                "SELECT outcome, count(*) FROM decisions WHERE account_id = %s GROUP BY outcome",
+                (world.account_id,),
+            ).fetchall()
+        )
+    per = "one connection per session (-d)" if args.source_reuse else "a new connection per message"
+    fig.notes.append(
+        f"smtp-source -s {m} -m {n} -l {length} -f {sender} -t <the account's BCC address>: {per}, "
+        "no pipelining, one recipient, a 4-line header and an all-X body; "
+        f"the worker (-c {args.concurrency}) runs while the gateway is measured; statistics: {mode}; "
+        f"the account's decision outcomes {outcomes}"
+    )
 
 
 def fig_stack(
@@ -861,7 +1077,39 @@ def main() -> None:
     ap.add_argument(
         "--timeout", type=float, default=600.0, help="give up waiting for decisions after this (s)"
     )
-    ap.add_argument("--quick", action="store_true", help="smoke run: N=500, 500 in the latency run")
+    ap.add_argument(
+        "--client",
+        choices=("ours", "smtp-source", "both"),
+        default="both",
+        help="load generator: this file's asyncio client, Postfix's smtp-source, or both (default)",
+    )
+    ap.add_argument(
+        "--source-messages",
+        type=int,
+        default=5000,
+        help="messages per smtp-source run (default 5000)",
+    )
+    ap.add_argument(
+        "--source-length", type=int, default=10240, help="smtp-source -l body bytes (default 10240)"
+    )
+    ap.add_argument(
+        "--source-runs", type=int, default=3, help="alternating smtp-source runs (default 3)"
+    )
+    ap.add_argument(
+        "--source-reuse",
+        action="store_true",
+        help="smtp-source -d: send every message of a session over one connection",
+    )
+    ap.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="VACUUM (ANALYZE) the database before each smtp-source run (autovacuum stand-in)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: N=500, 500 in the latency run, 1000 per smtp-source run",
+    )
     ap.add_argument(
         "--profile",
         action="store_true",
@@ -882,6 +1130,7 @@ def main() -> None:
         return
     if args.quick:
         args.messages = 500
+        args.source_messages = min(args.source_messages, 1000)
     if args.latency_messages is None:
         args.latency_messages = 500 if args.quick else 2000
     if args.profile:
