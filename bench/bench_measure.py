@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -51,19 +51,10 @@ def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str,
     out: dict[str, float] = {}
     by_pgid = {pgid: name for name, pgid in groups.items()}
     me = os.getpid()
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                head, _, tail = fh.read().rpartition(")")
-        except OSError:
-            continue
-        comm, f = head.partition("(")[2], tail.split()
-        pid, pgid, ticks = int(entry.name), int(f[2]), int(f[11]) + int(f[12])
+    for pid, comm, pgid, ticks in processes():
         name = by_pgid.get(pgid) or ("bench" if pid == me else None)
         if name is None and comm.startswith("postgres"):
-            name = "postgres" if dbname is None or _serves(entry.name, dbname) else None
+            name = "postgres" if dbname is None or _serves(str(pid), dbname) else None
         if name is None and dbname is None and comm.startswith("redis-server"):
             name = "redis"
         if name:
@@ -72,6 +63,26 @@ def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str,
         cpu = [int(x) for x in fh.readline().split()[1:]]
         out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / CLK
     return out
+
+
+def processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, command name, process group, CPU ticks so far) of every process (Linux /proc)."""
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                head, _, tail = fh.read().rpartition(")")
+        except OSError:
+            continue
+        f = tail.split()
+        yield int(entry.name), head.partition("(")[2], int(f[2]), int(f[11]) + int(f[12])
+
+
+def cpu_of_commands(names: Iterable[str]) -> float:
+    """CPU seconds so far of every process whose command name is one of ``names``."""
+    wanted = set(names)
+    return sum(ticks for _, comm, _, ticks in processes() if comm in wanted) / CLK
 
 
 def _serves(pid: str, dbname: str) -> bool:

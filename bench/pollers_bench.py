@@ -34,9 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_measure import cpu_snapshot, pct
-
-CLK = os.sysconf("SC_CLK_TCK")
+from bench.bench_measure import cpu_of_commands, cpu_snapshot, pct
 
 
 @dataclass
@@ -71,22 +69,12 @@ def threads_of(pid: int) -> int:
     return 0
 
 
+DOVECOT = ("dovecot", "imap", "imap-login", "auth", "anvil", "log", "config", "stats")
+
+
 def dovecot_cpu() -> float:
-    """CPU seconds of every dovecot/imap process on the machine (ours are the only ones)."""
-    total = 0.0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                head, _, tail = fh.read().rpartition(")")
-        except OSError:
-            continue
-        comm = head.partition("(")[2]
-        if comm in ("dovecot", "imap", "imap-login", "auth", "anvil", "log", "config", "stats"):
-            f = tail.split()
-            total += (int(f[11]) + int(f[12])) / CLK
-    return total
+    """CPU seconds of every Dovecot process on the machine (ours are the only ones)."""
+    return cpu_of_commands(DOVECOT)
 
 
 def xacts(admin_dsn: str, dbname: str) -> int:

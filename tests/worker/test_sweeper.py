@@ -8,6 +8,7 @@ from pathlib import Path
 
 import redis
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory, transaction
@@ -39,14 +40,11 @@ def _queued_ids(broker: str) -> list[int]:
     return ids
 
 
-def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
-    db_url: str, tmp_path: Path
-) -> None:
-    engine = make_engine(db_url)
-    sessions = make_session_factory(engine)
+def _stale_rows(sessions: sessionmaker[Session], count: int, processing: list[int]) -> list[int]:
+    """``count`` stored BCCs untouched for ten minutes; those at the ``processing`` positions
+    as a worker left them mid-batch."""
     world = new_world(sessions)
-    broker = redis_broker_url()
-    raw = [message("alice@ours.example", [f"c{i}@acme.co.jp"]) for i in range(3)]
+    raw = [message("alice@ours.example", [f"c{i}@acme.co.jp"]) for i in range(count)]
     with transaction(sessions) as s:
         ids = store_messages(
             session=s,
@@ -54,12 +52,22 @@ def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
         )
         old = utcnow() - timedelta(minutes=10)
         s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
-        # ids[1]: its worker died mid-batch; ids[2]: a live worker is still on it.
         s.execute(
             sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(ids[1:]))
+            .where(StoredMessage.id.in_([ids[k] for k in processing]))
             .values(status="processing", attempts=1)
         )
+    return ids
+
+
+def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    broker = redis_broker_url()
+    # ids[1]: its worker died mid-batch; ids[2]: a live worker is still on it.
+    ids = _stale_rows(sessions, 3, processing=[1, 2])
     # What a live worker's main process does every third of the threshold (worker/claims.py).
     assert renew(sessions, [ids[2]]) == 1
     sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
@@ -140,19 +148,8 @@ def test_a_draining_backlog_is_not_sent_again_but_abandoned_claims_are(
 
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
-    world = new_world(sessions)
     broker = redis_broker_url()
-    raw = [message("alice@ours.example", [f"b{i}@acme.co.jp"]) for i in range(2)]
-    with transaction(sessions) as s:
-        ids = store_messages(
-            session=s,
-            items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=r) for r in raw],
-        )
-        old = utcnow() - timedelta(minutes=10)
-        s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
-        s.execute(
-            sa.update(StoredMessage).where(StoredMessage.id == ids[1]).values(status="processing")
-        )
+    ids = _stale_rows(sessions, 2, processing=[1])
     sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
     probe = QueueProbe(broker, [QUEUE_INTAKE], cache_seconds=0)
     assert sender.process([999_999_999]) == 1  # a backlog: one task waits (for nobody)
