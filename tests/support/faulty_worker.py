@@ -8,7 +8,9 @@ raw bytes contain ``marker`` meets ``action`` when it reaches ``stage``:
 - ``sleep``: Python sleeps ``seconds`` (a soft time limit interrupts it);
 - ``spin``: a catastrophic regular expression in C code that ignores signals (only the hard time
   limit, which kills the process, ends it);
-- ``kill``: the worker process SIGKILLs itself.
+- ``kill``: the worker process SIGKILLs itself;
+- ``hold``: creates the file ``entered``, then waits until the file ``release`` exists (at most
+  ``seconds``): the test, not a clock, decides how long the stage stays stopped.
 
 With ``"once": path`` a fault acts only for the first process to create ``path`` (atomically,
 across processes): a replacement worker started with the same faults processes the message.
@@ -42,6 +44,12 @@ def _act(fault: dict[str, Any]) -> None:
         re.match(r"(a+)+$", "a" * 40 + "!")  # exponential backtracking, holds the GIL
     elif action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hold":
+        with open(fault["entered"], "w"):
+            pass
+        deadline = time.monotonic() + float(fault.get("seconds", 3600))
+        while time.monotonic() < deadline and not os.path.exists(fault["release"]):
+            time.sleep(0.05)
 
 
 def _wrap(stage: driver.Stage, faults: list[dict[str, Any]]) -> driver.Stage:
