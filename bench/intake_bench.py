@@ -55,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process  # noqa: E402  (bench/ is on sys.path)
+from bench_measure import cpu_snapshot, free_port, pct, profile, stop_process, stop_profile  # noqa: E402  (bench/ is on sys.path)
 from bench_report import Figures, fmt_rate, machine, print_figures  # noqa: E402
 from bench_smtp_source import SourceRun, ensure_smtp_source, run_smtp_source  # noqa: E402
 
@@ -755,6 +755,11 @@ def fig_source(
             counter = NewDecisions(dsn, world.account_id)
             box: dict[str, SourceRun] = {}
             c0 = cpu_snapshot(groups)
+            spy = (
+                profile(groups["gateway"], 8, workdir / f"gateway-source-{k}.collapsed.txt")
+                if args.profile
+                else None
+            )
             sender_thread = threading.Thread(
                 target=lambda box=box: box.setdefault("r", source(stack.smtp_port, n))
             )
@@ -762,6 +767,7 @@ def fig_source(
             samples = [(t, base + c) for t, c in counter.wait(n, timeout=args.timeout)]
             counter.close()
             sender_thread.join()
+            stop_profile(spy)
             g = box["r"]
             fig.notes.append(
                 cpu_note(

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.smtp import replies
 from gateway.smtp.directory import Route
+from gateway.smtp.hooks import NamedHooks
 from gateway.smtp.ratelimit import RateLimiter
 from gateway.smtp.senders import REFUSED, Copy, judge, may_check_signatures
 from gateway.smtp.verify import DnsFunc, header_from
@@ -122,7 +123,9 @@ def set_routes(envelope: Envelope, routes: list[Route]) -> None:
     setattr(envelope, "routes", routes)  # noqa: B010  (not a field of Envelope)
 
 
-class IntakeHandler:
+class IntakeHandler(NamedHooks):
+    hook_prefixes = ("handle_", "auth_")  # what aiosmtpd looks up (gateway/smtp/hooks.py)
+
     def __init__(
         self,
         *,

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import SMTP
 
 from gateway.smtp import replies
 from gateway.smtp.handler import IntakeHandler
+from gateway.smtp.hooks import NamedHooks
 from shared.networks import Networks
 
 log = logging.getLogger("inboxlog.gateway")
@@ -24,9 +25,11 @@ DATA_PROGRESS_BYTES = 16 * 1024
 PROXY_TIMEOUT_SECONDS = 5.0
 
 
-class IntakeSMTP(SMTP):
+class IntakeSMTP(NamedHooks, SMTP):
     """aiosmtpd's SMTP with enhanced status codes, a bound on connections per client and, behind
     a load balancer, the client taken from the PROXY protocol header of trusted proxies only."""
+
+    hook_prefixes = ("smtp_", "auth_")  # what aiosmtpd's __init__ looks up (gateway/smtp/hooks.py)
 
     # Real mail breaks RFC 5321's 1,000-octet line limit (unwrapped HTML, long base64); refusing
     # it would lose mail, so DATA lines may be long. The message size limit still applies.

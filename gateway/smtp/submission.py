@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.smtp import replies
 from gateway.smtp.app import tls_context
 from gateway.smtp.handler import IntakeHandler, client_of
+from gateway.smtp.hooks import NamedHooks
 from gateway.smtp.server import HOSTNAME, IntakeSMTP
 from shared.config import ConfigError, Settings
 from shared.crypto import hash_token
@@ -108,8 +109,10 @@ def login_of(session: SmtpSession) -> Login:
     return login
 
 
-class SubmissionHandler:
+class SubmissionHandler(NamedHooks):
     """aiosmtpd hooks of the submission listener. Database work runs in worker threads."""
+
+    hook_prefixes = ("handle_", "auth_")  # what aiosmtpd looks up (gateway/smtp/hooks.py)
 
     def __init__(
         self,
