@@ -289,8 +289,7 @@ def main() -> None:
                 ms = c.times(paths, tokens[who], args.requests)
                 _row(fig, f"GET /v1/emails/{{id}} as {who}", "200 ids", ms, keyset=True, c=c)
             fig.notes.append(
-                f"{machine()}; a shared machine: other engineers' tests and benchmarks ran at "
-                "the same time. One client, one request at a time, keep-alive; page size "
+                f"{machine()}. One client, one request at a time, keep-alive; page size "
                 f"{PAGE}. Deep = the middle of each list."
             )
             print()

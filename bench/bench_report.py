@@ -21,7 +21,11 @@ def fmt_rate(r: float | None) -> str:
 def machine() -> str:
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    return f"{cores} cores ({usable} usable), Python {sys.version.split()[0]}"
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{cores} cores ({usable} usable), Python {sys.version.split()[0]}, "
+        f"load average {load} (1/5/15 min) as this was printed"
+    )
 
 
 def print_figures(fig: Figures, wall: float) -> None:
