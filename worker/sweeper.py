@@ -29,6 +29,9 @@ from worker.retention import purge_raw
 log = logging.getLogger("inboxlog.sweeper")
 
 RETENTION_EVERY_SECONDS = 600.0
+# While a backlog drains, a stored row is re-sent only once this many times as stale as usual:
+# a task the broker lost still comes back (10 min at the default 60 s) however long the backlog.
+BACKLOG_PATIENCE = 10
 
 
 def sweep_once(
@@ -41,12 +44,21 @@ def sweep_once(
     unknown). While tasks wait, a backlog is draining and a stored row's task is most likely
     among them: re-sending every such row once per ``older_than`` would only multiply the work
     of a backlog (the more behind, the more re-sent). Such rows are re-sent once the queue has
-    drained, which is also when a row the broker lost shows. A processing row whose worker
-    stopped renewing its claim is re-sent at once."""
+    drained, which is also when a row the broker lost shows — or, should the queue never drain,
+    once they are ``BACKLOG_PATIENCE`` times as stale. A processing row whose worker stopped
+    renewing its claim is re-sent at once."""
     backlog = waiting is not None and (waiting() or 0) > 0
-    statuses = ("processing",) if backlog else ("stored", "processing")
     with sessions() as session, session.begin():
-        ids = stale_ids(session=session, older_than_seconds=older_than, statuses=statuses)
+        if backlog:
+            ids = stale_ids(
+                session=session, older_than_seconds=older_than, statuses=("processing",)
+            ) + stale_ids(
+                session=session,
+                older_than_seconds=older_than * BACKLOG_PATIENCE,
+                statuses=("stored",),
+            )
+        else:
+            ids = stale_ids(session=session, older_than_seconds=older_than)
         if not ids:
             return 0
         # Touch the rows so the next sweep waits its turn again.

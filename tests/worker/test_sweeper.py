@@ -23,7 +23,7 @@ from worker.claims import renew
 from worker.pipeline.driver import process_many
 from worker.pipeline.job import Deps
 from worker.retention import purge_raw
-from worker.sweeper import sweep_once
+from worker.sweeper import BACKLOG_PATIENCE, sweep_once
 
 
 def _queued_ids(broker: str) -> list[int]:
@@ -40,6 +40,12 @@ def _queued_ids(broker: str) -> list[int]:
     return ids
 
 
+def _age(sessions: sessionmaker[Session], ids: list[int], seconds: float) -> None:
+    with transaction(sessions) as s:
+        old = utcnow() - timedelta(seconds=seconds)
+        s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
+
+
 def _stale_rows(sessions: sessionmaker[Session], count: int, processing: list[int]) -> list[int]:
     """``count`` stored BCCs untouched for ten minutes; those at the ``processing`` positions
     as a worker left them mid-batch."""
@@ -50,13 +56,12 @@ def _stale_rows(sessions: sessionmaker[Session], count: int, processing: list[in
             session=s,
             items=[IncomingMessage(account_id=world.account_id, source="bcc", raw=r) for r in raw],
         )
-        old = utcnow() - timedelta(minutes=10)
-        s.execute(sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=old))
         s.execute(
             sa.update(StoredMessage)
             .where(StoredMessage.id.in_([ids[k] for k in processing]))
             .values(status="processing", attempts=1)
         )
+    _age(sessions, ids, seconds=600)
     return ids
 
 
@@ -141,22 +146,30 @@ def test_a_draining_backlog_is_not_sent_again_but_abandoned_claims_are(
     db_url: str, tmp_path: Path
 ) -> None:
     """While tasks wait in the intake queue (a backlog drains), a stale stored row is most
-    likely among them: it is left alone, and re-sent once the queue is empty. A processing row
-    whose worker stopped renewing its claim is re-sent at once. The queue is the real Redis
-    list, and the depth the real probe's."""
+    likely among them: it is left alone, and re-sent once the queue is empty — or, with the
+    queue never empty, once it is BACKLOG_PATIENCE times as stale. A processing row whose worker
+    stopped renewing its claim is re-sent at once. The queue is the real Redis list, and the
+    depth the real probe's."""
     from shared.metrics import QueueProbe
 
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
     broker = redis_broker_url()
-    ids = _stale_rows(sessions, 2, processing=[1])
+    ids = _stale_rows(sessions, 3, processing=[1])  # untouched for 600 s
     sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
     probe = QueueProbe(broker, [QUEUE_INTAKE], cache_seconds=0)
     assert sender.process([999_999_999]) == 1  # a backlog: one task waits (for nobody)
-    sweep_once(sessions, sender, older_than=60, waiting=probe.waiting)
+    # 600 s is stale past 120 s, but not past BACKLOG_PATIENCE x 120 s
+    assert BACKLOG_PATIENCE * 120 > 600
+    sweep_once(sessions, sender, older_than=120, waiting=probe.waiting)
     queued = _queued_ids(broker)
-    assert ids[1] in queued and ids[0] not in queued
+    assert ids[1] in queued and ids[0] not in queued and ids[2] not in queued
+    # The same backlog, never drained: past BACKLOG_PATIENCE x 50 s, stored rows go again.
+    assert BACKLOG_PATIENCE * 50 < 600
+    sweep_once(sessions, sender, older_than=50, waiting=probe.waiting)
+    assert {ids[0], ids[2]} <= set(_queued_ids(broker))
     redis.Redis.from_url(broker).delete(QUEUE_INTAKE)  # drained
-    sweep_once(sessions, sender, older_than=60, waiting=probe.waiting)
-    assert ids[0] in _queued_ids(broker)
+    _age(sessions, ids, seconds=600)
+    sweep_once(sessions, sender, older_than=120, waiting=probe.waiting)
+    assert {ids[0], ids[2]} <= set(_queued_ids(broker))
     engine.dispose()
