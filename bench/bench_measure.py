@@ -100,7 +100,8 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
         return None
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--subprocesses", "--duration", str(int(seconds)),
-         "--format", "raw", "--nonblocking", "-o", str(out)],
+         "--format", "raw", "--nonblocking", "-o", str(out),
+         *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

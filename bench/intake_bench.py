@@ -755,10 +755,13 @@ def fig_source(
             counter = NewDecisions(dsn, world.account_id)
             box: dict[str, SourceRun] = {}
             c0 = cpu_snapshot(groups)
-            spy = (
-                profile(groups["gateway"], 8, workdir / f"gateway-source-{k}.collapsed.txt")
+            spies = (
+                [
+                    profile(groups[who], 8, workdir / f"{who}-source-{k}.collapsed.txt")
+                    for who in ("gateway", "worker")
+                ]
                 if args.profile
-                else None
+                else []
             )
             sender_thread = threading.Thread(
                 target=lambda box=box: box.setdefault("r", source(stack.smtp_port, n))
@@ -767,7 +770,8 @@ def fig_source(
             samples = [(t, base + c) for t, c in counter.wait(n, timeout=args.timeout)]
             counter.close()
             sender_thread.join()
-            stop_profile(spy)
+            for spy in spies:
+                stop_profile(spy)
             g = box["r"]
             fig.notes.append(
                 cpu_note(

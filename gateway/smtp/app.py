@@ -45,14 +45,17 @@ def trusted_proxies(settings: Settings) -> Networks | None:
     return networks
 
 
-def directory_sessions(
-    settings: Settings, sessions: sessionmaker[Session]
+def own_pool(
+    settings: Settings, sessions: sessionmaker[Session], size: int, overflow: int
 ) -> sessionmaker[Session]:
-    """The directory's own small pool on PostgreSQL, without pre-ping: its reads run at every
-    DATA, and it replaces a dropped connection itself (directory.py)."""
+    """A small pool of its own on PostgreSQL, without pre-ping, for a part that runs at every
+    DATA and replaces a dropped connection itself (the directory's reads, the store's
+    commits)."""
     if settings.is_embedded:
         return sessions
-    engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=2, max_overflow=4)
+    engine = make_engine(
+        settings.database_url, pool_pre_ping=False, pool_size=size, max_overflow=overflow
+    )
     return make_session_factory(engine)
 
 
@@ -64,8 +67,8 @@ def build_gateway(
     dnsfunc: DnsFunc | None = None,
     port: int | None = None,
 ) -> tuple[GatewayServer, Directory, GroupCommitStore, Enqueuer | None]:
-    directory = Directory(directory_sessions(settings, sessions), settings.logging_domain)
-    store = GroupCommitStore(sessions)
+    directory = Directory(own_pool(settings, sessions, 2, 4), settings.logging_domain)
+    store = GroupCommitStore(own_pool(settings, sessions, 1, 1))
     enqueuer = Enqueuer(sender) if sender is not None else None
     handler = IntakeHandler(
         directory=directory,
@@ -100,7 +103,7 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
         for implicit, port in ports
         if port is not None
     ]
-    server, _, store, enqueuer = build_gateway(settings, sessions, sender=sender)
+    server, directory, store, enqueuer = build_gateway(settings, sessions, sender=sender)
     await server.start()
     for submission in submissions:
         await submission.start()
@@ -116,5 +119,6 @@ async def serve(settings: Settings, sessions: sessionmaker[Session], sender: Tas
     await asyncio.gather(*draining)
     await asyncio.to_thread(counters.stop_flusher)  # counts the last seconds before shutdown
     await asyncio.to_thread(store.close)
+    directory.close()
     if enqueuer is not None:
         await asyncio.to_thread(enqueuer.close)

@@ -75,6 +75,9 @@ class Directory:
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._policies: dict[int, Policy] = {}
         self._lock = threading.Lock()  # the caches are read on the loop and filled in threads
+        # The connection the version reads go through on PostgreSQL (see _read_versions).
+        self._held: sa.Connection | None = None
+        self._held_lock = threading.Lock()
 
     # -- RCPT ----------------------------------------------------------------------------------
     def at_logging_domain(self, address: str) -> bool:
@@ -124,6 +127,33 @@ class Directory:
         raise AssertionError("unreachable")
 
     # -- DATA ----------------------------------------------------------------------------------
+    def _read_versions(self, ids: list[int]) -> dict[int, int]:
+        """The accounts' config versions. On PostgreSQL through one connection held in
+        autocommit — the read runs at every DATA, and a pool checkout with its switch to
+        autocommit and back cost more than the read itself; a dropped connection is replaced
+        and the read tried again, as in ``_read``."""
+        engine = self.sessions.kw.get("bind")
+        if not (isinstance(engine, sa.Engine) and engine.dialect.name == "postgresql"):
+            return self._read(lambda conn: {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})})
+        with self._held_lock:
+            for attempt in (1, 2):
+                if self._held is None:
+                    self._held = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    return {a: v for a, v in self._held.execute(_VERSIONS, {"ids": ids})}
+                except DBAPIError as exc:
+                    self._held.close()
+                    self._held = None
+                    if attempt == 2 or not exc.connection_invalidated:
+                        raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._held_lock:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
+
     def _version(self, account_id: int) -> int | None:
         policy = self._policies.get(account_id)
         return None if policy is None else policy.version
@@ -133,10 +163,7 @@ class Directory:
         of an account only when a change bumped its version since it was cached."""
         if not account_ids:
             return {}
-        ids = sorted(account_ids)
-        versions: dict[int, int] = self._read(
-            lambda conn: {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})}
-        )
+        versions = self._read_versions(sorted(account_ids))
         stale = [a for a, v in versions.items() if self._version(a) != v]
         if stale:
             with self.sessions() as session:

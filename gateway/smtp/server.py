@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections import Counter
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from gateway.smtp import replies
+from gateway.smtp.data import Refusal, read_data
 from gateway.smtp.handler import IntakeHandler
 from gateway.smtp.hooks import NamedHooks
 from shared.networks import Networks
@@ -23,6 +25,14 @@ DATA_DEADLINE_SECONDS = 600.0
 DATA_PROGRESS_BYTES = 16 * 1024
 # How long a load balancer may take to send the PROXY header after connecting.
 PROXY_TIMEOUT_SECONDS = 5.0
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# <dot-atom@dot-atom>, then either the end or whitespace and no comment (a CFWS that aiosmtpd's
+# parser would read differently).
+_SIMPLE_PATH = re.compile(
+    rf"<(({_ATOM}(?:\.{_ATOM})*)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|$)"
+)
 
 
 class IntakeSMTP(NamedHooks, SMTP):
@@ -44,11 +54,22 @@ class IntakeSMTP(NamedHooks, SMTP):
         trusted_proxies: Networks | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("decode_data"):
+            raise ValueError("the handlers read the message as bytes: decode_data must be off")
         super().__init__(handler, **kwargs)
         self._connections, self._max_per_client = connections, max_per_client
         self._trusted_proxies = trusted_proxies
         self._client: str | None = None
         self._counted = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parsing, with the common form (``<local@domain>`` in dot-atoms, then
+        the parameters) matched by one regex: aiosmtpd's RFC 5322 parser defines a class and
+        builds a token tree at every MAIL and RCPT. Anything else goes to that parser."""
+        simple = _SIMPLE_PATH.match(arg)
+        if simple is None or (self.local_part_limit and len(simple[2]) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return simple[1], arg[simple.end() :]
 
     def admit_client(self, client: str | None) -> bool:
         """Count this connection for ``client``; False when the client has too many."""
@@ -96,13 +117,38 @@ class IntakeSMTP(NamedHooks, SMTP):
     _data_deadline: float | None = None
     _data_progress = 0
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the section read in bulk (gateway/smtp/data.py)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._data_deadline = self.loop.time() + DATA_DEADLINE_SECONDS
         self._data_progress = 0
         try:
-            await super().smtp_DATA(arg)
+            content = await read_data(
+                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+            )
+        except (asyncio.CancelledError, asyncio.IncompleteReadError):
+            self._writer.close()  # the client went away mid-section (aiosmtpd does the same)
+            raise
         finally:
             self._data_deadline = None
+        if isinstance(content, Refusal):
+            self._set_post_data_state()
+            await self.push(content.value)
+            return
+        self.envelope.original_content = self.envelope.content = content  # bytes: decode_data off
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

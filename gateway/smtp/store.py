@@ -13,6 +13,7 @@ import queue
 import threading
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.batching import take_batch
@@ -46,14 +47,31 @@ class GroupCommitStore:
         while (batch := take_batch(self._q, self.max_batch)) is not None:
             self._commit(batch)
 
+    def _insert(self, items: list[IncomingMessage]) -> list[int | None]:
+        """One multi-row INSERT and its commit. The store's engine has no pre-ping (a round trip
+        per commit): a connection the server dropped while idle fails at the INSERT — before
+        anything was written — and the INSERT is tried once more on a fresh connection. A
+        failure at COMMIT is never retried: the rows might be in."""
+        for attempt in (1, 2):
+            session = self.sessions()
+            try:
+                try:
+                    ids = store_messages(session=session, items=items)
+                except DBAPIError as exc:
+                    if attempt == 1 and exc.connection_invalidated:
+                        continue
+                    raise
+                session.commit()
+                return ids
+            finally:
+                session.close()
+        raise AssertionError("unreachable")
+
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self.sessions() as session, session.begin():
-                # One multi-row INSERT for every waiting session; SMTP rows have no UID, so
-                # the ids come back in the order given and split back per transaction.
-                ids = store_messages(
-                    session=session, items=[item for items, _, _ in batch for item in items]
-                )
+            # One INSERT for every waiting session; SMTP rows have no UID, so the ids come
+            # back in the order given and split back per transaction.
+            ids = self._insert([item for items, _, _ in batch for item in items])
             results, start = [], 0
             for items, _, _ in batch:
                 results.append(ids[start : start + len(items)])

@@ -40,9 +40,21 @@ _RESULT = _re2(
 _HEADER_D = _re2(r"(?i)header\.d\s*=\s*([^\s;]+)")
 
 
+def header_block(raw: bytes, limit: int = 65536) -> bytes:
+    """The message up to its first empty line ending in LF (``\\n\\n`` or ``\\n\\r\\n``), at
+    most ``limit`` bytes: the header parser, which stops at the first empty line of any line-end
+    style, reads the same headers from it without splitting the body into lines."""
+    head = raw[:limit]
+    ends = [i for i in (head.find(b"\n\n"), head.find(b"\n\r\n")) if i >= 0]
+    if not ends:
+        return head
+    end = min(ends)
+    return head[: end + (2 if head[end + 1 : end + 2] == b"\n" else 3)]
+
+
 def header_from(raw: bytes) -> str | None:
     """The normalized From address, from the header block only."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
     values = headers.get_all("From") or []
     if len(values) != 1:  # RFC 5322 allows exactly one From; anything else is not trusted
         return None

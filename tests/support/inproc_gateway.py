@@ -49,6 +49,7 @@ class InProcessGateway:
     def close(self, drain_timeout: float = 5) -> None:
         self.call(self.server.drain_and_stop(drain_timeout))
         self.store.close()
+        self.directory.close()
         if self.enqueuer is not None:
             self.enqueuer.close()
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -181,3 +181,23 @@ def test_a_slow_reload_never_replaces_newer_facts(engine: sa.Engine) -> None:
     assert newest.user_by_address("dave@ours.example") is not None
     assert after.user_by_address("dave@ours.example") is not None
     assert old.user_by_address("carol@ours.example") is None
+
+
+def test_connections_the_server_dropped_cost_no_mail(
+    gw: InProcessGateway, engine: sa.Engine
+) -> None:
+    """The version read holds its connection and the store's have no pre-ping: when PostgreSQL
+    drops them all between two messages (a restart, an idle timeout), the next DATA is still
+    answered 250 and stored once."""
+    world = new_world(make_session_factory(engine))
+    assert send(gw, message("alice@ours.example", ["ken@acme.example"]), world.bcc) == 250
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed >= 2  # the held version-read connection and the store's
+    assert send(gw, message("alice@ours.example", ["bob@acme.example"]), world.bcc) == 250
+    assert len(world.stored()) == 2
