@@ -24,6 +24,8 @@ TASK_DELIVER = "inboxlog.deliver_outbox"
 TASK_FILE_SENT = "inboxlog.file_sent"
 # Stored-message ids per task: enough to share round trips, small enough to keep latency low.
 BATCH_SIZE = 25
+# Raw mail per task at most (a bigger message goes alone): bounds a worker's memory per batch.
+TASK_BYTES = 32 * 1024 * 1024
 QUEUE_INTAKE = "intake"
 # Outbound delivery waits on other people's SMTP servers: a queue of its own, so a slow
 # upstream never holds up intake processing behind it.
@@ -114,14 +116,17 @@ class TaskSender:
     def process(self, stored_ids: Iterable[int]) -> int:
         """Enqueue the ids in batches of BATCH_SIZE; return how many ids were published."""
         ids = list(stored_ids)
+        return self.send_batches([ids[i : i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)])
+
+    def send_batches(self, batches: Sequence[Sequence[int]]) -> int:
+        """One task per batch of ids; return how many ids were published."""
         sent = 0
         try:
             with self.app.producer_or_acquire() as producer:
-                for i in range(0, len(ids), BATCH_SIZE):
-                    chunk = ids[i : i + BATCH_SIZE]
+                for chunk in batches:
                     self.app.send_task(
                         TASK_PROCESS,
-                        args=[chunk],
+                        args=[list(chunk)],
                         queue=QUEUE_INTAKE,
                         producer=producer,
                         retry=False,
@@ -174,20 +179,46 @@ class TaskSender:
 
 class Enqueuer:
     """Publishes stored ids in the background; while the broker is down it backs off and
-    leaves the rows to the sweeper, so intake never waits for the broker."""
+    leaves the rows to the sweeper, so intake never waits for the broker.
+
+    Ids are gathered for up to ``linger`` seconds, into tasks of at most ``batch_size`` ids and
+    ``batch_bytes`` of raw mail (a message over that goes alone): the worker's cost per message
+    falls with the size of its batch, and its memory grows with the bytes of one."""
 
     def __init__(
-        self, sender: TaskSender, pause_after_failure: float = 5.0, linger: float = 0.03
+        self,
+        sender: TaskSender,
+        pause_after_failure: float = 5.0,
+        linger: float = 0.03,
+        batch_size: int = BATCH_SIZE,
+        batch_bytes: int = TASK_BYTES,
     ) -> None:
         self.sender, self.pause, self.linger = sender, pause_after_failure, linger
-        self._q: queue.Queue[int | None] = queue.Queue()
+        self.batch_size, self.batch_bytes = batch_size, batch_bytes
+        self._q: queue.Queue[tuple[int, int] | None] = queue.Queue()
         self._down_until = 0.0
         self._thread = threading.Thread(target=self._run, name="inboxlog-enqueue", daemon=True)
         self._thread.start()
 
-    def submit(self, ids: Sequence[int]) -> None:
+    def submit(self, ids: Sequence[int], nbytes: int = 0) -> None:
+        """Enqueue ``ids``, each a message of ``nbytes`` (0: unknown, counted by number only)."""
         for i in ids:
-            self._q.put(i)
+            self._q.put((i, nbytes))
+
+    def batches(self, items: Sequence[tuple[int, int]]) -> list[list[int]]:
+        """Split (id, bytes) into tasks within both bounds, in order."""
+        out: list[list[int]] = []
+        ids: list[int] = []
+        size = 0
+        for stored_id, nbytes in items:
+            if ids and (len(ids) >= self.batch_size or size + nbytes > self.batch_bytes):
+                out.append(ids)
+                ids, size = [], 0
+            ids.append(stored_id)
+            size += nbytes
+        if ids:
+            out.append(ids)
+        return out
 
     def close(self) -> None:
         self._q.put(None)
@@ -197,9 +228,11 @@ class Enqueuer:
         # Linger a moment so a steady trickle still makes batches (one task per BATCH_SIZE ids
         # shares the worker's round trips); a burst never waits.
         while (
-            batch := take_batch(self._q, 256, linger=self.linger, linger_limit=BATCH_SIZE)
+            batch := take_batch(
+                self._q, 4 * self.batch_size, linger=self.linger, linger_limit=self.batch_size
+            )
         ) is not None:
             if time.monotonic() < self._down_until:
                 continue  # broker known down: the sweeper will enqueue these rows
-            if self.sender.process(batch) < len(batch):
+            if self.sender.send_batches(self.batches(batch)) < len(batch):
                 self._down_until = time.monotonic() + self.pause

@@ -272,7 +272,7 @@ class IntakeHandler(NamedHooks):
         stored = [i for i in ids if i is not None]
         log.info("stored %s message(s) ids=%s size=%s", len(stored), stored, len(raw))
         if self.enqueuer is not None:
-            self.enqueuer.submit(stored)
+            self.enqueuer.submit(stored, len(raw))
         if self.on_stored is not None:
             self.on_stored(stored)
         return replies.OK_QUEUED

@@ -188,6 +188,8 @@ class GatewayServer:
     def _factory(self) -> IntakeSMTP:
         return IntakeSMTP(
             self.handler,
+            # Given, so aiosmtpd does not look the loop up (with warnings caught) per connection.
+            loop=asyncio.get_running_loop(),
             connections=self.connections,
             max_per_client=self.max_per_client,
             trusted_proxies=self.trusted_proxies,

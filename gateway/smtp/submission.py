@@ -346,6 +346,7 @@ class SubmissionServer:
     def _factory(self) -> SubmissionSMTP:
         return SubmissionSMTP(
             self.handler,
+            loop=asyncio.get_running_loop(),  # not looked up per connection (server.py)
             connections=self.connections,
             max_per_client=self.max_per_client,
             data_size_limit=self.max_bytes,

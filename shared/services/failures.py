@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared import counters
-from shared.db.base import utcnow
+from shared.db.base import table_of, utcnow
 from shared.db.models import Connection, Decision, Failure, StoredMessage
 from shared.db.upsert import insert_ignore
 from shared.errors import DomainError, NotFound
@@ -254,8 +254,9 @@ def resolve_failures(*, session: Session, stored_message_ids: Iterable[int]) -> 
     ids = list(stored_message_ids)
     if not ids:
         return
+    failures = table_of(Failure)  # the table, not the entity: no ORM synchronization
     session.execute(
-        sa.update(Failure)
-        .where(Failure.stored_message_id.in_(ids), Failure.resolved_at.is_(None))
+        sa.update(failures)
+        .where(failures.c.stored_message_id.in_(ids), failures.c.resolved_at.is_(None))
         .values(resolved_at=utcnow())
     )

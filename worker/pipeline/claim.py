@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.base import utcnow
+from shared.db.base import table_of, utcnow
 from shared.db.models import StoredMessage
 from shared.rules import codes
 from shared.services.failures import fail_message
@@ -69,18 +69,15 @@ def claim(
         )
     values: dict[str, Any] = {"status": "processing", "updated_at": utcnow()}
     if count:
-        values["attempts"] = StoredMessage.attempts + 1
+        values["attempts"] = _S.attempts + 1
         if alone:
-            values["solo_attempts"] = StoredMessage.solo_attempts + 1
+            values["solo_attempts"] = _S.solo_attempts + 1
+    # On the table, not the ORM entity: no identity-map synchronization to run per batch.
     rows = session.execute(
-        sa.update(StoredMessage)
+        sa.update(table_of(StoredMessage))
         # "not done/failed" rather than "status IN (...)": keeps the planner on the primary
         # key instead of scanning the (status, updated_at) index of a backlog.
-        .where(
-            StoredMessage.id.in_(ids),
-            StoredMessage.status != "done",
-            StoredMessage.status != "failed",
-        )
+        .where(_S.id.in_(ids), _S.status != "done", _S.status != "failed")
         .values(**values)
         .returning(*_RETURNING)
     ).all()

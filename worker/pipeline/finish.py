@@ -73,9 +73,10 @@ def finish(batch: Batch) -> None:
     now = utcnow()
     done = [j.stored_id for j in jobs]
     if done:
+        stored = table_of(StoredMessage)  # the table, not the entity: no ORM synchronization
         session.execute(
-            sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(done))
+            sa.update(stored)
+            .where(stored.c.id.in_(done))
             .values(status="done", processed_at=now, updated_at=now, last_stop=None)
         )
         resolve_failures(session=session, stored_message_ids=done)  # a retry that succeeded
