@@ -70,6 +70,14 @@ _VERSIONS = sa.select(_A.id, _A.config_version).where(
 _PG_VERSIONS = f"SELECT id, config_version FROM {Account.__tablename__} WHERE id = ANY(%s)"
 
 
+def read_versions(conn: sa.Connection, ids: list[int]) -> dict[int, int]:
+    """The accounts' config versions, in ``conn``'s transaction (or autocommit)."""
+    if conn.dialect.name == "postgresql":
+        # As the driver's SQL: nothing to compile, one array parameter.
+        return {a: v for a, v in conn.exec_driver_sql(_PG_VERSIONS, (ids,))}
+    return {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})}
+
+
 class Directory:
     def __init__(self, sessions: sessionmaker[Session], logging_domain: str) -> None:
         self.sessions, self.logging_domain = sessions, logging_domain.lower()
@@ -136,15 +144,13 @@ class Directory:
         and the read tried again, as in ``_read``."""
         engine = self.sessions.kw.get("bind")
         if not (isinstance(engine, sa.Engine) and engine.dialect.name == "postgresql"):
-            return self._read(lambda conn: {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})})
+            return self._read(lambda conn: read_versions(conn, ids))
         with self._held_lock:
             for attempt in (1, 2):
                 if self._held is None:
                     self._held = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                 try:
-                    # As the driver's SQL: nothing to compile, one array parameter.
-                    rows = self._held.exec_driver_sql(_PG_VERSIONS, (ids,))
-                    return {a: v for a, v in rows}
+                    return read_versions(self._held, ids)
                 except DBAPIError as exc:
                     self._held.close()
                     self._held = None
@@ -161,6 +167,15 @@ class Directory:
     def _version(self, account_id: int) -> int | None:
         policy = self._policies.get(account_id)
         return None if policy is None else policy.version
+
+    def cached_policies(self, account_ids: set[int]) -> dict[int, Policy] | None:
+        """The cached facts of every one of these accounts with their versions, or None when
+        one is not cached (safe on the event loop: no database)."""
+        with self._lock:
+            policies = {a: self._policies.get(a) for a in account_ids}
+        if any(p is None for p in policies.values()):
+            return None
+        return {a: p for a, p in policies.items() if p is not None}
 
     def current_facts(self, account_ids: set[int]) -> dict[int, AccountFacts]:
         """Each account's facts, current as of now (blocking): one version read, and a reload

@@ -18,10 +18,11 @@ from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.smtp import replies
-from gateway.smtp.directory import Route
+from gateway.smtp.directory import Policy, Route
 from gateway.smtp.hooks import NamedHooks
 from gateway.smtp.ratelimit import RateLimiter
 from gateway.smtp.senders import REFUSED, Copy, judge, may_check_signatures
+from gateway.smtp.store import StaleFacts
 from gateway.smtp.verify import DnsFunc, header_from
 from shared.counters import PROCESS, Counters, count_smtp_reply
 from shared.intake import IncomingMessage
@@ -43,13 +44,16 @@ class RouteDirectory(Protocol):
     def cached_route(self, address: str) -> Route | None: ...
     def known_unknown(self, address: str) -> bool: ...
     def lookup_route(self, address: str) -> Route | None: ...
+    def cached_policies(self, account_ids: set[int]) -> dict[int, Policy] | None: ...
     def current_facts(self, account_ids: set[int]) -> dict[int, AccountFacts]: ...
 
 
 class MessageStore(Protocol):
     """Durable storage: answers once the messages are on disk (gateway/smtp/store.py)."""
 
-    async def store(self, items: Sequence[IncomingMessage]) -> list[int | None]: ...
+    async def store(
+        self, items: Sequence[IncomingMessage], assumed: dict[int, int] | None = None
+    ) -> list[int | None]: ...
 
 
 class FreshFacts:
@@ -234,29 +238,68 @@ class IntakeHandler(NamedHooks):
         self.stats.count(replies.INTERNAL_ERROR)
         return replies.INTERNAL_ERROR
 
-    async def _judge(self, raw: bytes, routes: list[Route]) -> list[Copy]:
-        facts = await self.fresh.get({r.account_id for r in routes})
+    async def _judge(
+        self, raw: bytes, routes: list[Route], facts: dict[int, AccountFacts]
+    ) -> list[Copy]:
         sender = header_from(raw)
         if may_check_signatures(sender, routes, facts):
             return await asyncio.to_thread(judge, raw, routes, facts, self.dnsfunc, sender)
         return judge(raw, routes, facts, self.dnsfunc, sender)
 
+    async def _verdicts(
+        self, raw: bytes, routes: list[Route], *, fresh: bool
+    ) -> tuple[list[Copy], dict[int, int] | None]:
+        """Each copy's verdict, and the account versions it assumed.
+
+        From the cached facts when every account is cached: the store then commits only if
+        those versions are still current, read in its own transaction, after the DATA arrived
+        (so nothing waits for a read of its own). A refusal, which stores nothing, is always
+        confirmed on facts read after the DATA arrived, as is everything once ``fresh``."""
+        accounts = {r.account_id for r in routes}
+        cached = None if fresh else self.directory.cached_policies(accounts)
+        if cached is not None:
+            facts = {a: p.facts for a, p in cached.items()}
+            copies = await self._judge(raw, routes, facts)
+            if any(c.verdict != REFUSED for c in copies):
+                return copies, {a: p.version for a, p in cached.items()}
+        return await self._judge(raw, routes, await self.fresh.get(accounts)), None
+
     async def _data(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         routes = routes_of(envelope)
-        try:
-            copies = await self._judge(raw, routes)
-        except Exception as exc:
-            log.warning("sender check failed: %s", type(exc).__name__)
-            return replies.DIRECTORY_UNAVAILABLE
-        if not any(c.verdict != REFUSED for c in copies):
-            return replies.SENDER_NOT_ALLOWED
+        for fresh in (False, True):
+            try:
+                copies, assumed = await self._verdicts(raw, routes, fresh=fresh)
+            except Exception as exc:
+                log.warning("sender check failed: %s", type(exc).__name__)
+                return replies.DIRECTORY_UNAVAILABLE
+            if not any(c.verdict != REFUSED for c in copies):
+                return replies.SENDER_NOT_ALLOWED
+            try:
+                ids = await self.store.store(self._items(session, envelope, copies), assumed)
+                break
+            except StaleFacts:
+                continue  # an account changed since its facts were cached: judge again
+            except Exception:
+                return replies.STORAGE_UNAVAILABLE
+        else:
+            raise AssertionError("unreachable: a fresh verdict assumes nothing")
+        stored = [i for i in ids if i is not None]
+        log.info("stored %s message(s) ids=%s size=%s", len(stored), stored, len(raw))
+        if self.enqueuer is not None:
+            self.enqueuer.submit(stored, len(raw))
+        if self.on_stored is not None:
+            self.on_stored(stored)
+        return replies.OK_QUEUED
+
+    @staticmethod
+    def _items(session: Session, envelope: Envelope, copies: list[Copy]) -> list[IncomingMessage]:
         client = client_of(session)
-        items = [
+        return [
             IncomingMessage(
                 account_id=c.route.account_id,
                 source=c.route.kind,
-                raw=raw,
+                raw=envelope.original_content or b"",
                 inbox_id=c.route.inbox_id,
                 envelope_from=envelope.mail_from,
                 envelope_to=tuple(envelope.rcpt_tos),
@@ -265,14 +308,3 @@ class IntakeHandler(NamedHooks):
             )
             for c in copies
         ]
-        try:
-            ids = await self.store.store(items)
-        except Exception:
-            return replies.STORAGE_UNAVAILABLE
-        stored = [i for i in ids if i is not None]
-        log.info("stored %s message(s) ids=%s size=%s", len(stored), stored, len(raw))
-        if self.enqueuer is not None:
-            self.enqueuer.submit(stored, len(raw))
-        if self.on_stored is not None:
-            self.on_stored(stored)
-        return replies.OK_QUEUED

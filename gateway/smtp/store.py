@@ -16,14 +16,24 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.smtp.directory import read_versions
 from shared.batching import take_batch
 from shared.intake import IncomingMessage, store_messages
 
 log = logging.getLogger("inboxlog.gateway")
 
-# Each waiting session's messages, the future its ids go to, and the loop that future is on.
+# Each waiting session's messages, the account versions its verdicts assumed, the future its
+# ids go to, and the loop that future is on.
 _Ids = list[int | None]
-_Pending = tuple[Sequence[IncomingMessage], asyncio.Future[_Ids], asyncio.AbstractEventLoop]
+Versions = dict[int, int]
+_Pending = tuple[
+    Sequence[IncomingMessage], Versions | None, asyncio.Future[_Ids], asyncio.AbstractEventLoop
+]
+
+
+class StaleFacts(Exception):
+    """An account changed since the facts a verdict was made from: nothing was stored; judge
+    again on fresh facts."""
 
 
 class GroupCommitStore:
@@ -33,10 +43,14 @@ class GroupCommitStore:
         self._thread = threading.Thread(target=self._run, name="inboxlog-store", daemon=True)
         self._thread.start()
 
-    async def store(self, items: Sequence[IncomingMessage]) -> list[int | None]:
+    async def store(
+        self, items: Sequence[IncomingMessage], assumed: Versions | None = None
+    ) -> list[int | None]:
+        """Store ``items`` durably; with ``assumed``, only if each account's config version is
+        still the one given, read in the storing transaction (else :class:`StaleFacts`)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Ids] = loop.create_future()
-        self._q.put((items, fut, loop))
+        self._q.put((items, assumed, fut, loop))
         return await fut
 
     def close(self) -> None:
@@ -47,42 +61,60 @@ class GroupCommitStore:
         while (batch := take_batch(self._q, self.max_batch)) is not None:
             self._commit(batch)
 
-    def _insert(self, items: list[IncomingMessage]) -> list[int | None]:
-        """One multi-row INSERT and its commit. The store's engine has no pre-ping (a round trip
-        per commit): a connection the server dropped while idle fails at the INSERT — before
-        anything was written — and the INSERT is tried once more on a fresh connection. A
-        failure at COMMIT is never retried: the rows might be in."""
+    def _insert(self, batch: list[_Pending]) -> list[_Ids | None]:
+        """One transaction: the versions the batch assumed, checked; one multi-row INSERT of
+        the messages whose assumptions hold (None in place of those whose do not); COMMIT.
+
+        The store's engine has no pre-ping (a round trip per commit): a connection the server
+        dropped while idle fails at the first statement — before anything was written — and
+        the transaction is tried once more on a fresh connection. A failure at COMMIT is never
+        retried: the rows might be in."""
         for attempt in (1, 2):
             session = self.sessions()
             try:
                 try:
-                    ids = store_messages(session=session, items=items)
+                    held = self._holding(session, batch)
+                    kept = [i for (m, *_), ok in zip(batch, held, strict=True) if ok for i in m]
+                    ids = store_messages(session=session, items=kept)
                 except DBAPIError as exc:
                     if attempt == 1 and exc.connection_invalidated:
                         continue
                     raise
                 session.commit()
-                return ids
             finally:
                 session.close()
+            # SMTP rows have no UID: the ids come back in the order given, split per session.
+            results: list[_Ids | None] = []
+            start = 0
+            for (messages, *_), ok in zip(batch, held, strict=True):
+                results.append(ids[start : start + len(messages)] if ok else None)
+                start += len(messages) if ok else 0
+            return results
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _holding(session: Session, batch: list[_Pending]) -> list[bool]:
+        """Per waiting session, whether the versions it assumed are current."""
+        wanted = sorted({a for _, assumed, _, _ in batch if assumed for a in assumed})
+        current = read_versions(session.connection(), wanted) if wanted else {}
+        return [
+            assumed is None or all(current.get(a) == v for a, v in assumed.items())
+            for _, assumed, _, _ in batch
+        ]
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            # One INSERT for every waiting session; SMTP rows have no UID, so the ids come
-            # back in the order given and split back per transaction.
-            ids = self._insert([item for items, _, _ in batch for item in items])
-            results, start = [], 0
-            for items, _, _ in batch:
-                results.append(ids[start : start + len(items)])
-                start += len(items)
+            results = self._insert(batch)
         except Exception as exc:
             log.warning("storing %s messages failed: %s", len(batch), type(exc).__name__)
-            for _, fut, loop in batch:
+            for *_, fut, loop in batch:
                 loop.call_soon_threadsafe(_set_exception, fut, exc)
             return
-        for (_, fut, loop), ids in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_set_result, fut, ids)
+        for (*_, fut, loop), ids in zip(batch, results, strict=True):
+            if ids is None:
+                loop.call_soon_threadsafe(_set_exception, fut, StaleFacts())
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, ids)
 
 
 def _set_result(fut: asyncio.Future[_Ids], value: _Ids) -> None:

@@ -55,6 +55,9 @@ class FakeDirectory:
             raise ConnectionError("database gone")
         return self.routes.get(address)
 
+    def cached_policies(self, account_ids: set[int]) -> None:
+        return None  # always read: the transcripts check what fresh facts decide
+
     def current_facts(self, account_ids: set[int]) -> dict[int, AccountFacts]:
         return {a: self.facts[a] for a in account_ids}
 
@@ -64,7 +67,9 @@ class FakeStore:
     items: list[IncomingMessage] = field(default_factory=list)
     down: bool = False
 
-    async def store(self, items: Sequence[IncomingMessage]) -> list[int | None]:
+    async def store(
+        self, items: Sequence[IncomingMessage], assumed: dict[int, int] | None = None
+    ) -> list[int | None]:
         if self.down:
             raise ConnectionError("disk on fire")
         self.items.extend(items)
