@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared import counters
 from shared.db.base import clip, table_of, utcnow
-from shared.db.bulk import insert_each
+from shared.db.bulk import insert_each, pg_insert_each
 from shared.db.models import StoredMessage
 
 
@@ -65,25 +65,44 @@ def _row(item: IncomingMessage) -> dict[str, Any]:
     }
 
 
+_UNIQUE = ("connection_id", "folder", "uidvalidity", "uid")
+
+
 def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> list[int | None]:
     """Insert the rows in the session's transaction; returns each row's id, in order, or None
     for an IMAP message already stored for its folder generation (skipped by constraint)."""
     got = insert_each(
         session,
         table_of(StoredMessage),
-        [_row(item) for item in items],
-        conflict=("connection_id", "folder", "uidvalidity", "uid"),
+        [_row(i) for i in items],
+        conflict=_UNIQUE,
         returning=("id",),
     )
-    taken = Counter(i.source for i, r in zip(items, got, strict=True) if r is not None)
-    if taken:  # counted for /metrics once the rows are committed
+    ids = [r[0] if r is not None else None for r in got]
+    if any(i is not None for i in ids):  # counted for /metrics once the rows are committed
+        counters.on_commit(session, lambda: count_received(items, ids))
+    return ids
 
-        def count() -> None:
-            for source, n in taken.items():
-                counters.count_received(source, n)
 
-        counters.on_commit(session, count)
-    return [r[0] if r is not None else None for r in got]
+def store_statement(
+    dialect: sa.Dialect, items: Sequence[IncomingMessage]
+) -> tuple[str, list[dict[str, Any]]]:
+    """What :func:`store_messages` sends on PostgreSQL (an ``executemany`` returning each row's
+    id), for the gateway's store to pipeline with its version check."""
+    return pg_insert_each(
+        dialect,
+        table_of(StoredMessage),
+        [_row(i) for i in items],
+        conflict=_UNIQUE,
+        returning=("id",),
+    )
+
+
+def count_received(items: Sequence[IncomingMessage], ids: Sequence[int | None]) -> None:
+    """Count the committed rows by source for /metrics."""
+    taken = Counter(i.source for i, stored in zip(items, ids, strict=True) if stored is not None)
+    for source, n in taken.items():
+        counters.count_received(source, n)
 
 
 def stale_ids(

@@ -67,14 +67,14 @@ _VERSIONS = sa.select(_A.id, _A.config_version).where(
     _A.id.in_(sa.bindparam("ids", expanding=True))
 )
 
-_PG_VERSIONS = f"SELECT id, config_version FROM {Account.__tablename__} WHERE id = ANY(%s)"
+PG_VERSIONS = f"SELECT id, config_version FROM {Account.__tablename__} WHERE id = ANY(%s)"
 
 
 def read_versions(conn: sa.Connection, ids: list[int]) -> dict[int, int]:
     """The accounts' config versions, in ``conn``'s transaction (or autocommit)."""
     if conn.dialect.name == "postgresql":
         # As the driver's SQL: nothing to compile, one array parameter.
-        return {a: v for a, v in conn.exec_driver_sql(_PG_VERSIONS, (ids,))}
+        return {a: v for a, v in conn.exec_driver_sql(PG_VERSIONS, (ids,))}
     return {a: v for a, v in conn.execute(_VERSIONS, {"ids": ids})}
 
 

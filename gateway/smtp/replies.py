@@ -61,6 +61,8 @@ _ERROR = re.compile(r"^([45])\d\d([ -])")
 
 def rewrite(status: str) -> str:
     """``status`` with an enhanced status code (RFC 3463) on every 4xx/5xx reply."""
+    if not status.startswith(("4", "5")):
+        return status  # most replies: nothing above applies to a 2xx or 3xx
     low = status.lower()
     for prefix, replacement in _REWRITES:
         if low.startswith(prefix):

@@ -81,10 +81,36 @@ def insert_each(
             got = result.first() if returning else None
             out.append(tuple(got) if got is not None else None)
         return out
-    params = [
+    return _pg_executemany(conn, sql, _pg_params(rows, processors), bool(returning))
+
+
+def pg_insert_each(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: Sequence[str] | None = None,
+    returning: Sequence[str] = (),
+) -> tuple[str, list[dict[str, Any]]]:
+    """What :func:`insert_each` sends on PostgreSQL — the statement and each row's parameters —
+    for a caller that pipelines it with other statements (``executemany`` on psycopg)."""
+    rows = _with_defaults(table, rows)
+    _, sql, processors = _compiled(
+        dialect,
+        table,
+        tuple(rows[0]),
+        tuple(conflict) if conflict is not None else None,
+        tuple(returning),
+    )
+    return sql, _pg_params(rows, processors)
+
+
+def _pg_params(
+    rows: Sequence[dict[str, Any]], processors: dict[str, Callable[[Any], Any]]
+) -> list[dict[str, Any]]:
+    return [
         {k: (processors[k](v) if k in processors else v) for k, v in row.items()} for row in rows
     ]
-    return _pg_executemany(conn, sql, params, bool(returning))
 
 
 def _with_defaults(table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
