@@ -1,5 +1,6 @@
 """Taking work off a thread queue in batches: what the gateway's group commit and the
-enqueuer both do. ``None`` on the queue means "close"."""
+enqueuer both do. ``None`` on the queue means "close". Their queues are ``SimpleQueue``s: a put
+from the event loop, once per message, runs in C without a Python lock and condition."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ T = TypeVar("T")
 
 
 def take_batch(
-    q: queue.Queue[T | None], limit: int, *, linger: float = 0.0, linger_limit: int = 0
+    q: queue.SimpleQueue[T | None] | queue.Queue[T | None],
+    limit: int,
+    *,
+    linger: float = 0.0,
+    linger_limit: int = 0,
 ) -> list[T] | None:
     """Block for one item, then take what is waiting, up to ``limit``; while fewer than
     ``linger_limit`` are in hand, wait up to ``linger`` seconds for more. None once closed

@@ -86,7 +86,7 @@ def store_messages(*, session: Session, items: Sequence[IncomingMessage]) -> lis
 
 def store_statement(
     dialect: sa.Dialect, items: Sequence[IncomingMessage]
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str, list[tuple[Any, ...]]]:
     """What :func:`store_messages` sends on PostgreSQL (an ``executemany`` returning each row's
     id), for the gateway's store to pipeline with its version check."""
     return pg_insert_each(

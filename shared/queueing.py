@@ -195,7 +195,7 @@ class Enqueuer:
     ) -> None:
         self.sender, self.pause, self.linger = sender, pause_after_failure, linger
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
-        self._q: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self._q: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._down_until = 0.0
         self._thread = threading.Thread(target=self._run, name="inboxlog-enqueue", daemon=True)
         self._thread.start()

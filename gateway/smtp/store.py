@@ -41,7 +41,7 @@ class StaleFacts(Exception):
 class GroupCommitStore:
     def __init__(self, sessions: sessionmaker[Session], max_batch: int = 128) -> None:
         self.sessions, self.max_batch = sessions, max_batch
-        self._q: queue.Queue[_Pending | None] = queue.Queue()
+        self._q: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="inboxlog-store", daemon=True)
         self._thread.start()
 

@@ -16,9 +16,15 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.orm import Session
 
 Row = tuple[Any, ...]
+
+
+# The PostgreSQL text is compiled with positional parameters: psycopg then takes each row as a
+# tuple, where named ones cost it a reordering of every row's dict.
+_POSITIONAL = psycopg_dialect.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
 
 
 @cache
@@ -28,8 +34,9 @@ def _compiled(
     keys: tuple[str, ...],
     conflict: tuple[str, ...] | None,
     returning: tuple[str, ...],
-) -> tuple[sa.Insert, str, dict[str, Callable[[Any], Any]]]:
-    """The single-row statement, its PostgreSQL text and the columns' bind processors."""
+) -> tuple[sa.Insert, str, dict[str, Callable[[Any], Any]], tuple[str, ...]]:
+    """The single-row statement, its positional PostgreSQL text with the keys in the order of
+    its parameters, and the columns' bind processors."""
     values = {k: sa.bindparam(k, type_=table.c[k].type) for k in keys}
     stmt: sa.Insert
     if dialect.name == "postgresql":
@@ -49,7 +56,10 @@ def _compiled(
         proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
         if proc is not None:
             processors[k] = proc
-    return stmt, str(stmt.compile(dialect=dialect)), processors
+    if dialect.name != "postgresql":
+        return stmt, "", processors, keys
+    compiled = stmt.compile(dialect=_POSITIONAL)
+    return stmt, str(compiled), processors, tuple(compiled.positiontup or ())
 
 
 def insert_each(
@@ -71,7 +81,7 @@ def insert_each(
     dialect = conn.dialect
     rows = _with_defaults(table, rows)
     keys = tuple(rows[0])
-    stmt, sql, processors = _compiled(
+    stmt, sql, processors, order = _compiled(
         dialect, table, keys, tuple(conflict) if conflict is not None else None, tuple(returning)
     )
     if dialect.name != "postgresql":
@@ -81,7 +91,7 @@ def insert_each(
             got = result.first() if returning else None
             out.append(tuple(got) if got is not None else None)
         return out
-    return _pg_executemany(conn, sql, _pg_params(rows, processors), bool(returning))
+    return _pg_executemany(conn, sql, _pg_params(rows, processors, order), bool(returning))
 
 
 def pg_insert_each(
@@ -91,25 +101,30 @@ def pg_insert_each(
     *,
     conflict: Sequence[str] | None = None,
     returning: Sequence[str] = (),
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str, list[tuple[Any, ...]]]:
     """What :func:`insert_each` sends on PostgreSQL — the statement and each row's parameters —
     for a caller that pipelines it with other statements (``executemany`` on psycopg)."""
     rows = _with_defaults(table, rows)
-    _, sql, processors = _compiled(
+    _, sql, processors, order = _compiled(
         dialect,
         table,
         tuple(rows[0]),
         tuple(conflict) if conflict is not None else None,
         tuple(returning),
     )
-    return sql, _pg_params(rows, processors)
+    return sql, _pg_params(rows, processors, order)
 
 
 def _pg_params(
-    rows: Sequence[dict[str, Any]], processors: dict[str, Callable[[Any], Any]]
-) -> list[dict[str, Any]]:
+    rows: Sequence[dict[str, Any]],
+    processors: dict[str, Callable[[Any], Any]],
+    order: tuple[str, ...],
+) -> list[tuple[Any, ...]]:
+    """Each row's values in the statement's order, through the columns' bind processors."""
+    if not processors:
+        return [tuple(row[k] for k in order) for row in rows]
     return [
-        {k: (processors[k](v) if k in processors else v) for k, v in row.items()} for row in rows
+        tuple(processors[k](row[k]) if k in processors else row[k] for k in order) for row in rows
     ]
 
 
@@ -135,7 +150,7 @@ def _with_defaults(table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[dict
 
 
 def _pg_executemany(
-    conn: sa.Connection, sql: str, params: list[dict[str, Any]], returning: bool
+    conn: sa.Connection, sql: str, params: list[tuple[Any, ...]], returning: bool
 ) -> list[Row | None]:
     import psycopg
 
