@@ -7,11 +7,14 @@ honest by the database (§6).
   exist is remembered (bounded, expiring) so a dictionary attack costs one lookup per address. An
   address is unguessable (≥ 128 random bits) and unknown to anyone until the API has answered with
   it, so a remembered miss can never hide an address someone was given.
-- Account facts (users, proven addresses, settings): every answer that depends on them first reads
-  the accounts' ``config_version`` — one primary-key read, which every change made through the API
-  bumps in its own transaction — and reloads an account only when its version moved. So a new
-  user, a deactivation or a settings change is in force the moment the API has answered, and the
-  load on the database grows with the rate of changes, never with the number of accounts.
+- Account facts (users, proven addresses, settings): every answer that depends on them rests on
+  a read of the accounts' ``config_version`` made after the DATA arrived — one primary-key read,
+  which every change made through the API bumps in its own transaction. A 250 is judged on the
+  cached facts and the store commits only if their versions are still current, read in its own
+  transaction (gateway/smtp/store.py); a refusal, or a stale version, reads them here first and
+  reloads an account only when its version moved. So a new user, a deactivation or a settings
+  change is in force the moment the API has answered, and the load on the database grows with
+  the rate of changes, never with the number of accounts.
 """
 
 from __future__ import annotations

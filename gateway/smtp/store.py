@@ -2,7 +2,9 @@
 
 Concurrent DATA commands hand their messages to one writer thread, which stores everything
 waiting in a single transaction: one commit (one fsync) answers many sessions, and nobody gets
-a 250 before their message is on disk.
+a 250 before their message is on disk. The same transaction checks that the account versions
+each session's verdicts assumed are still current (directory.py); a session whose are not gets
+:class:`StaleFacts` and nothing stored.
 """
 
 from __future__ import annotations
