@@ -276,7 +276,7 @@ class IntakeHandler(NamedHooks):
             if not any(c.verdict != REFUSED for c in copies):
                 return replies.SENDER_NOT_ALLOWED
             try:
-                ids = await self.store.store(self._items(session, envelope, copies), assumed)
+                ids = await self.store.store(self._items(session, envelope, raw, copies), assumed)
                 break
             except StaleFacts:
                 continue  # an account changed since its facts were cached: judge again
@@ -293,13 +293,15 @@ class IntakeHandler(NamedHooks):
         return replies.OK_QUEUED
 
     @staticmethod
-    def _items(session: Session, envelope: Envelope, copies: list[Copy]) -> list[IncomingMessage]:
+    def _items(
+        session: Session, envelope: Envelope, raw: bytes, copies: list[Copy]
+    ) -> list[IncomingMessage]:
         client = client_of(session)
         return [
             IncomingMessage(
                 account_id=c.route.account_id,
                 source=c.route.kind,
-                raw=envelope.original_content or b"",
+                raw=raw,
                 inbox_id=c.route.inbox_id,
                 envelope_from=envelope.mail_from,
                 envelope_to=tuple(envelope.rcpt_tos),
