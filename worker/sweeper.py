@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,10 +62,23 @@ def sweep_once(
             ids = stale_ids(session=session, older_than_seconds=older_than)
         if not ids:
             return 0
-        # Touch the rows so the next sweep waits its turn again.
-        session.execute(
-            sa.update(StoredMessage).where(StoredMessage.id.in_(ids)).values(updated_at=utcnow())
+        # Touch the rows so the next sweep waits its turn again, and release the stale claims:
+        # their task is gone, and the re-sent one takes the rows as stored (claim.py). Rows
+        # claimed or finished since they were read are left alone.
+        ids = list(
+            session.scalars(
+                sa.update(StoredMessage)
+                .where(
+                    StoredMessage.id.in_(ids),
+                    StoredMessage.status.in_(("stored", "processing")),
+                    StoredMessage.updated_at < utcnow() - timedelta(seconds=older_than),
+                )
+                .values(updated_at=utcnow(), status="stored", claimed_by=None)
+                .returning(StoredMessage.id)
+            )
         )
+        if not ids:
+            return 0
     sent = sender.process(ids)
     log.info("sweeper re-enqueued %s of %s stale messages", sent, len(ids))
     return sent

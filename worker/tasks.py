@@ -99,7 +99,11 @@ class ProcessState:
                 else make_engine(self.settings.database_url)
             )
             sessions = make_session_factory(engine)
-            self._deps = Deps(sessions=sessions, requeue=self.requeue)
+            self._deps = Deps(
+                sessions=sessions,
+                requeue=self.requeue,
+                stale_after=self.settings.sweep_after_seconds,
+            )
             self._pid = os.getpid()
             counters.start_flusher(sessions)  # this pool child's counts reach /metrics
         return self._deps
@@ -130,8 +134,13 @@ class PipelineTask(Task):
             ids = list(args[0])
             log.warning("batch of %s killed by the hard time limit; requeued", len(ids))
             # Alone, the message at work is known: say it timed out. In a batch, every message
-            # is a suspect and will be retried alone (claim.py).
-            requeue(self.app, ids, {"timed_out": ids if len(ids) == 1 else []})
+            # is a suspect and will be retried alone (claim.py). The new task takes over this
+            # one's claims: its worker is dead, whatever the claims' age.
+            requeue(
+                self.app,
+                ids,
+                {"timed_out": ids if len(ids) == 1 else [], "takeover": [task_id]},
+            )
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -176,16 +185,23 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         time_limit=settings.task_time_limit,
     )
     def process_messages(
-        self: Any, stored_ids: list[int], count: bool = True, timed_out: list[int] | None = None
+        self: Any,
+        stored_ids: list[int],
+        count: bool = True,
+        timed_out: list[int] | None = None,
+        takeover: list[str] | None = None,
     ) -> dict[str, int]:
         deps = state.deps()
         try:
+            # The claims name this task's id, which its redeliveries and retries keep.
             outcome = process_many(
                 list(stored_ids),
                 deps,
                 settings.logging_domain,
                 count=count,
                 timed_out=frozenset(timed_out or ()),
+                owner=self.request.id,
+                takeover=tuple(takeover or ()),
             )
         except DatabaseAway as exc:
             # Database unavailable: retry with backoff; past the budget the sweeper takes over.
@@ -193,14 +209,22 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 log.warning("batch of %s: retries exhausted; left to the sweeper", len(stored_ids))
                 return {"deferred": len(stored_ids)}
             # An attempt the database cut short says nothing about the messages: not counted.
-            options = {"count": count and not exc.counted, "timed_out": timed_out or []}
+            options = {
+                "count": count and not exc.counted,
+                "timed_out": timed_out or [],
+                "takeover": takeover or [],
+            }
             raise self.retry(
                 exc=exc, kwargs=options, countdown=backoff(self.request.retries)
             ) from exc
         again = retry_ids(outcome.jobs)
         if again and self.request.retries < self.max_retries:
             # Crashed stages: only those messages go round again (bounded by MAX_ATTEMPTS).
-            raise self.retry(args=(again,), kwargs={}, countdown=backoff(self.request.retries))
+            raise self.retry(
+                args=(again,),
+                kwargs={"takeover": takeover or []},
+                countdown=backoff(self.request.retries),
+            )
         outcomes: dict[str, int] = {}
         for job in outcome.jobs:
             outcomes[job.outcome or "noop"] = outcomes.get(job.outcome or "noop", 0) + 1

@@ -59,7 +59,7 @@ def _stale_rows(sessions: sessionmaker[Session], count: int, processing: list[in
         s.execute(
             sa.update(StoredMessage)
             .where(StoredMessage.id.in_([ids[k] for k in processing]))
-            .values(status="processing", attempts=1)
+            .values(status="processing", attempts=1, claimed_by="a-task")
         )
     _age(sessions, ids, seconds=600)
     return ids
@@ -80,6 +80,11 @@ def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
     sweep_once(sessions, sender, older_than=60)
     queued = _queued_ids(broker)
     assert set(ids[:2]) <= set(queued) and ids[2] not in queued
+    # The dead worker's claim is released: the re-sent task takes the row as stored.
+    with sessions() as s:
+        got = {r.id: (r.status, r.claimed_by) for r in s.scalars(
+            sa.select(StoredMessage).where(StoredMessage.id.in_(ids)))}  # fmt: skip
+    assert got[ids[1]] == ("stored", None) and got[ids[2]][0] == "processing"
     # Touched: the next sweep waits its turn instead of re-sending at once.
     sweep_once(sessions, sender, older_than=60)
     again = _queued_ids(broker)

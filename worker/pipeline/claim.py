@@ -1,6 +1,11 @@
 """Stage ``claim``: take a batch of stored rows into processing (idempotent under redelivery).
 
-Rows already done or failed are not returned: a redelivered task finds nothing left to do.
+Rows already done or failed are not returned: a redelivered task finds nothing left to do. Nor
+is a row another task holds in processing while its claim is fresh: a duplicate task (the
+sweeper's re-send racing the original, a suspect queued twice) never hands a message a live
+worker is on to a second one (§6). A claim names its task (``owner``); that task, delivered again
+after its worker died, takes its rows back at once, as does a task told to take over a dead one's
+(``takeover``); anyone may once the claim went stale (``stale_before``: not renewed since).
 
 A row whose earlier claim never finished (its worker was killed, or a time limit stopped it)
 is a suspect: it might be the message that stops workers. Suspects found in a batch with others
@@ -11,7 +16,9 @@ stopped it, else ``processing_failed``), with its raw message kept (§6).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,13 +59,21 @@ class Claimed:
 
 
 def claim(
-    session: Session, ids: list[int], *, count: bool = True, timed_out: frozenset[int] = frozenset()
+    session: Session,
+    ids: list[int],
+    *,
+    count: bool = True,
+    timed_out: frozenset[int] = frozenset(),
+    owner: str | None = None,
+    takeover: Iterable[str] = (),
+    stale_before: datetime | None = None,
 ) -> Claimed:
-    """Claim ``ids`` in ``session``'s transaction.
+    """Claim ``ids`` in ``session``'s transaction for the task ``owner``.
 
     ``count=False`` re-claims rows whose last attempt ended in a transient error (the database
     went away): that attempt proved nothing about the message. ``timed_out`` names rows whose
-    last attempt the hard time limit stopped (the worker could not say so itself).
+    last attempt the hard time limit stopped (the worker could not say so itself). Without an
+    owner (tests, tools) the claim holds nobody off.
     """
     alone = len(set(ids)) == 1
     if timed_out:
@@ -67,7 +82,7 @@ def claim(
             .where(StoredMessage.id.in_(sorted(timed_out)))
             .values(last_stop=TIMEOUT)
         )
-    values: dict[str, Any] = {"status": "processing", "updated_at": utcnow()}
+    values: dict[str, Any] = {"status": "processing", "updated_at": utcnow(), "claimed_by": owner}
     if count:
         values["attempts"] = _S.attempts + 1
         if alone:
@@ -78,6 +93,7 @@ def claim(
         # "not done/failed" rather than "status IN (...)": keeps the planner on the primary
         # key instead of scanning the (status, updated_at) index of a backlog.
         .where(_S.id.in_(ids), _S.status != "done", _S.status != "failed")
+        .where(_free(owner, takeover, stale_before))
         .values(**values)
         .returning(*_RETURNING)
     ).all()
@@ -119,6 +135,20 @@ def claim(
         session.execute(
             sa.update(StoredMessage)
             .where(StoredMessage.id.in_(out.suspects))
-            .values(status="stored", attempts=StoredMessage.attempts - 1)
+            .values(status="stored", attempts=StoredMessage.attempts - 1, claimed_by=None)
         )
     return out
+
+
+def _free(
+    owner: str | None, takeover: Iterable[str], stale_before: datetime | None
+) -> sa.ColumnElement[bool]:
+    """Rows this claim may take: not in processing, or held by nobody known, by this task or
+    one it takes over, or by a claim nobody renewed since ``stale_before``."""
+    mine = {o for o in (owner, *takeover) if o}
+    held_ok: list[sa.ColumnElement[bool]] = [_S.claimed_by.is_(None)]
+    if mine:
+        held_ok.append(_S.claimed_by.in_(sorted(mine)))
+    if stale_before is not None:
+        held_ok.append(_S.updated_at < stale_before)
+    return sa.or_(_S.status != "processing", *held_ok)

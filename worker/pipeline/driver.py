@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 import sqlalchemy as sa
@@ -210,12 +211,26 @@ def process_many(
     *,
     count: bool = True,
     timed_out: frozenset[int] = frozenset(),
+    owner: str | None = None,
+    takeover: tuple[str, ...] = (),
 ) -> Outcome:
-    """Process a batch. Raises :class:`DatabaseAway` when the database is gone."""
+    """Process a batch for the task ``owner`` (see claim.py for ``takeover``). Raises
+    :class:`DatabaseAway` when the database is gone."""
     started, c0 = time.perf_counter(), time.thread_time()
+    stale_before = (
+        utcnow() - timedelta(seconds=deps.stale_after) if deps.stale_after is not None else None
+    )
     try:
         with deps.sessions() as session, session.begin():
-            claimed = claim(session, ids, count=count, timed_out=timed_out)
+            claimed = claim(
+                session,
+                ids,
+                count=count,
+                timed_out=timed_out,
+                owner=owner,
+                takeover=takeover,
+                stale_before=stale_before,
+            )
     except Exception as exc:
         if is_transient(exc):
             raise DatabaseAway(exc, counted=False) from exc
@@ -313,13 +328,13 @@ def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
         session.execute(
             sa.update(StoredMessage)
             .where(StoredMessage.id.in_(suspects), StoredMessage.status == "processing")
-            .values(status="stored", last_stop=TIMEOUT)
+            .values(status="stored", last_stop=TIMEOUT, claimed_by=None)
         )
         if others:
             session.execute(
                 sa.update(StoredMessage)
                 .where(StoredMessage.id.in_(others), StoredMessage.status == "processing")
-                .values(status="stored", attempts=StoredMessage.attempts - 1)
+                .values(status="stored", attempts=StoredMessage.attempts - 1, claimed_by=None)
             )
         if give_up:
             assert culprit is not None

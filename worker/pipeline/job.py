@@ -28,6 +28,9 @@ class Deps:
     # Hands stored ids back to the queue as a task of their own, with task options
     # (``count``, ``timed_out``); None without a queue (tests, tools).
     requeue: Callable[[list[int], dict[str, Any]], None] | None = None
+    # Seconds after which another task's unrenewed claim on a row is stale (the sweeper's
+    # threshold); None: only unowned claims are taken over.
+    stale_after: float | None = None
 
 
 @dataclass

@@ -73,6 +73,9 @@ class StoredMessage(Base):
     # Mail sent through inboxlog (source "sent", §9): the user who sent it.
     acting_user_id: Mapped[int | None] = mapped_column()
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The task that holds the row in processing (a Celery task id): only that task — delivered
+    # again after its worker died — or anyone once the claim went stale may take it (§6).
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
     # Renewed by the worker processing the row (its claim); the sweeper takes back only rows
     # whose claim went stale.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
