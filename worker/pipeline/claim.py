@@ -128,6 +128,7 @@ def claim(
                     row.attempts,
                     row.sender_verdict,
                     row.acting_user_id,
+                    row.solo_attempts,
                 )
             )
     if out.suspects:

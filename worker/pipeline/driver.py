@@ -323,7 +323,8 @@ def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
     )
     suspects = [culprit.stored_id] if culprit is not None else ids
     others = [i for i in ids if i not in suspects]
-    give_up = culprit is not None and len(ids) == 1 and culprit.attempts >= MAX_ATTEMPTS
+    # Like a worker's death (claim.py): three attempts alone, whatever came before them.
+    give_up = culprit is not None and len(ids) == 1 and culprit.solo_attempts >= MAX_ATTEMPTS
     with batch.deps.sessions() as session, session.begin():
         session.execute(
             sa.update(StoredMessage)
@@ -343,7 +344,7 @@ def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
                 stored_id=culprit.stored_id,
                 stage=culprit.failed_stage or "worker",
                 error="processing stopped by the time limit in every attempt",
-                attempts=culprit.attempts,
+                attempts=culprit.solo_attempts,
                 code=codes.PROCESSING_TIMEOUT,
             )
             culprit.outcome = codes.FAILED

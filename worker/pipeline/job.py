@@ -47,6 +47,7 @@ class Job:
     attempts: int = 0
     sender_verdict: str | None = None
     acting_user_id: int | None = None  # source sent: who sent it through inboxlog (§9)
+    solo_attempts: int = 0  # claims of it in a batch of its own (claim.py)
     # Filled by understand.
     parsed: ParsedMessage | None = None
     forward: ForwardResult | None = None
