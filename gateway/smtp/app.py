@@ -23,6 +23,14 @@ from shared.queueing import Enqueuer, TaskSender
 
 log = logging.getLogger("inboxlog.gateway")
 
+# SMTP intake's tasks: up to 100 messages gathered for up to 0.1 s. A worker spends about a
+# third less CPU per message in batches of 60 than of 20 (bench/intake), and a BCC is logged
+# at most 0.1 s later for it. Bigger batches share more rows between a killed worker's
+# redelivered task and the sweeper's re-send: the claims' owners keep them from being
+# processed twice (worker/pipeline/claim.py).
+INTAKE_BATCH = 100
+INTAKE_LINGER = 0.1
+
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.smtp_tls_cert:
@@ -69,7 +77,11 @@ def build_gateway(
 ) -> tuple[GatewayServer, Directory, GroupCommitStore, Enqueuer | None]:
     directory = Directory(own_pool(settings, sessions, 2, 4), settings.logging_domain)
     store = GroupCommitStore(own_pool(settings, sessions, 1, 1))
-    enqueuer = Enqueuer(sender) if sender is not None else None
+    enqueuer = (
+        Enqueuer(sender, linger=INTAKE_LINGER, batch_size=INTAKE_BATCH)
+        if sender is not None
+        else None
+    )
     handler = IntakeHandler(
         directory=directory,
         store=store,
