@@ -18,7 +18,7 @@ from shared.queueing import (
     consumer_timeout_problem,
 )
 from worker.celery_app import create_celery
-from worker.claims import active_ids
+from worker.claims import active_claims
 from worker.sweeper import Sweeper
 
 log = logging.getLogger("inboxlog.worker")
@@ -33,7 +33,7 @@ def run_worker(rt: Runtime, *, concurrency: int, pool: str) -> None:
         TaskSender(rt.settings),
         rt.settings.sweep_after_seconds,
         retention_days=rt.settings.raw_retention_days,
-        active_ids=active_ids,
+        active_claims=active_claims,
         sent_check_seconds=rt.settings.outbound_sent_check_seconds,
         waiting=QueueProbe(rt.settings.broker_url, [QUEUE_INTAKE]).waiting,
     )

@@ -9,7 +9,7 @@ being renewed the moment Celery notices. One small UPDATE per round, however man
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,26 +20,31 @@ from shared.db.models import StoredMessage
 from shared.queueing import TASK_PROCESS
 
 
-def active_ids() -> list[int]:
-    """Stored ids of the pipeline tasks this worker's pool is executing right now."""
+def active_claims() -> dict[str, list[int]]:
+    """The pipeline tasks this worker's pool is executing right now: task id -> stored ids."""
     from celery.worker import state
 
-    ids: list[int] = []
+    claims: dict[str, list[int]] = {}
     for request in list(state.active_requests):
-        if request.name == TASK_PROCESS and request.args:
-            ids.extend(int(i) for i in request.args[0])
-    return ids
+        if request.name == TASK_PROCESS and request.args and request.id:
+            claims[request.id] = [int(i) for i in request.args[0]]
+    return claims
 
 
-def renew(sessions: sessionmaker[Session], ids: Iterable[int]) -> int:
-    """Touch the rows still in processing; returns how many were renewed."""
-    wanted = sorted(set(ids))
+def renew(sessions: sessionmaker[Session], claims: Mapping[str, Iterable[int]]) -> int:
+    """Touch the rows these tasks hold in processing; returns how many were renewed. A row an
+    active task merely carries, held by another (dead) task, is not renewed: it goes stale."""
+    wanted = sorted({i for ids in claims.values() for i in ids})
     if not wanted:
         return 0
     with sessions() as session, session.begin():
         result = session.execute(
             sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(wanted), StoredMessage.status == "processing")
+            .where(
+                StoredMessage.id.in_(wanted),
+                StoredMessage.status == "processing",
+                StoredMessage.claimed_by.in_(sorted(claims)),
+            )
             .values(updated_at=utcnow())
         )
     return rowcount(result)

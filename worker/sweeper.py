@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -92,7 +92,7 @@ class Sweeper(threading.Thread):
         older_than: float,
         interval: float | None = None,
         retention_days: float | None = None,
-        active_ids: Callable[[], list[int]] | None = None,
+        active_claims: Callable[[], Mapping[str, list[int]]] | None = None,
         sent_check_seconds: float | None = None,
         waiting: Callable[[], int | None] | None = None,
     ) -> None:
@@ -101,7 +101,7 @@ class Sweeper(threading.Thread):
         self.interval = interval if interval is not None else max(1.0, min(30.0, older_than / 2))
         self.renew_every = max(0.2, older_than / 3)
         self.retention_days = retention_days
-        self.active_ids = active_ids
+        self.active_claims = active_claims
         self.sent_check_seconds = sent_check_seconds
         self.waiting = waiting  # tasks waiting in the intake queue; see sweep_once
         self.stopped = threading.Event()
@@ -113,13 +113,13 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         now = time.monotonic()
         due = {"sweep": now + self.interval}
-        if self.active_ids is not None:
+        if self.active_claims is not None:
             due["renew"] = now
         if self.retention_days is not None:
             due["retention"] = now + self.interval
         while not self.stopped.is_set():
             now = time.monotonic()
-            if self.active_ids is not None and now >= due["renew"]:
+            if self.active_claims is not None and now >= due["renew"]:
                 due["renew"] = now + self.renew_every
                 self._step("claim renewal", self._renew)
             if now >= due["sweep"]:
@@ -141,8 +141,8 @@ class Sweeper(threading.Thread):
             self.stopped.wait(max(0.05, wait))
 
     def _renew(self) -> None:
-        assert self.active_ids is not None
-        renew(self.sessions, self.active_ids())
+        assert self.active_claims is not None
+        renew(self.sessions, self.active_claims())
 
     def _retention(self) -> None:
         assert self.retention_days is not None

@@ -73,8 +73,10 @@ def test_stale_rows_are_requeued_but_not_rows_a_live_worker_renews(
     broker = redis_broker_url()
     # ids[1]: its worker died mid-batch; ids[2]: a live worker is still on it.
     ids = _stale_rows(sessions, 3, processing=[1, 2])
-    # What a live worker's main process does every third of the threshold (worker/claims.py).
-    assert renew(sessions, [ids[2]]) == 1
+    # What a live worker's main process does every third of the threshold (worker/claims.py):
+    # a task that merely carries a row another task holds does not keep it alive.
+    assert renew(sessions, {"another-task": [ids[1], ids[2]]}) == 0
+    assert renew(sessions, {"a-task": [ids[2]]}) == 1
     sender = TaskSender(make_settings(db_url, tmp_path, broker_url=broker))
     # The database is shared with other tests: only this test's rows are asserted on.
     sweep_once(sessions, sender, older_than=60)
