@@ -87,6 +87,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A worker that loses the broker stops its running tasks: the broker hands them out
+        # again (same task id, so the claims pass to the new delivery), and one task is never
+        # run twice at once (Celery 6's default).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_INTAKE,
         "task_routes": {

@@ -65,7 +65,7 @@ def sweep_once(
         # Touch the rows so the next sweep waits its turn again, and release the stale claims:
         # their task is gone, and the re-sent one takes the rows as stored (claim.py). Rows
         # claimed or finished since they were read are left alone.
-        ids = list(
+        ids = sorted(
             session.scalars(
                 sa.update(StoredMessage)
                 .where(
@@ -79,7 +79,16 @@ def sweep_once(
         )
         if not ids:
             return 0
-    sent = sender.process(ids)
+    sent = sender.process(ids)  # in order, up to the first failure
+    if sent < len(ids):
+        # The broker did not take them: stale again at once, so the next sweep retries them
+        # however long a backlog is.
+        with sessions() as session, session.begin():
+            session.execute(
+                sa.update(StoredMessage)
+                .where(StoredMessage.id.in_(ids[sent:]), StoredMessage.status == "stored")
+                .values(updated_at=utcnow() - timedelta(seconds=older_than * BACKLOG_PATIENCE + 1))
+            )
     log.info("sweeper re-enqueued %s of %s stale messages", sent, len(ids))
     return sent
 

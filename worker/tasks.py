@@ -135,11 +135,13 @@ class PipelineTask(Task):
             log.warning("batch of %s killed by the hard time limit; requeued", len(ids))
             # Alone, the message at work is known: say it timed out. In a batch, every message
             # is a suspect and will be retried alone (claim.py). The new task takes over this
-            # one's claims: its worker is dead, whatever the claims' age.
+            # one's claims (and those it was taking over): its worker is dead, whatever the
+            # claims' age.
+            takeover = [task_id, *((kwargs or {}).get("takeover") or [])]
             requeue(
                 self.app,
                 ids,
-                {"timed_out": ids if len(ids) == 1 else [], "takeover": [task_id]},
+                {"timed_out": ids if len(ids) == 1 else [], "takeover": takeover},
             )
 
 
@@ -209,11 +211,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 log.warning("batch of %s: retries exhausted; left to the sweeper", len(stored_ids))
                 return {"deferred": len(stored_ids)}
             # An attempt the database cut short says nothing about the messages: not counted.
-            options = {
+            options: dict[str, Any] = {
                 "count": count and not exc.counted,
                 "timed_out": timed_out or [],
-                "takeover": takeover or [],
             }
+            if takeover:  # only when there is one: a worker of the previous release takes it
+                options["takeover"] = takeover
             raise self.retry(
                 exc=exc, kwargs=options, countdown=backoff(self.request.retries)
             ) from exc
@@ -222,7 +225,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             # Crashed stages: only those messages go round again (bounded by MAX_ATTEMPTS).
             raise self.retry(
                 args=(again,),
-                kwargs={"takeover": takeover or []},
+                kwargs={"takeover": takeover} if takeover else {},
                 countdown=backoff(self.request.retries),
             )
         outcomes: dict[str, int] = {}

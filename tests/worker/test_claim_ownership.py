@@ -119,3 +119,34 @@ def test_two_tasks_with_the_same_rows_process_each_message_once(world: World) ->
     assert seen == [[]]
     assert [j.outcome for j in first.jobs] == ["logged"] * 4
     assert {_row(world, i)[:2] for i in ids} == {("done", 1)}
+
+
+def test_a_task_gives_back_only_rows_it_still_holds(world: World) -> None:
+    """The soft time limit's release (driver.py) goes through held_by: a row another task took
+    over since the claim went stale is not the first task's to put back."""
+    from worker.pipeline.claim import held_by
+
+    [x] = _store(world, 1)
+    assert _claim(world, [x], "slow") == [x]
+    with transaction(world.sessions) as s:
+        s.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id == x)
+            .values(updated_at=utcnow() - timedelta(seconds=120))
+        )
+    assert _claim(world, [x], "new", stale_before=utcnow() - timedelta(seconds=60)) == [x]
+    with transaction(world.sessions) as s:
+        for owner in ("slow", None):
+            s.execute(
+                sa.update(StoredMessage)
+                .where(StoredMessage.id == x, held_by(owner))
+                .values(status="stored", claimed_by=None)
+            )
+    assert _row(world, x) == ("processing", 2, "new")
+    with transaction(world.sessions) as s:
+        s.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id == x, held_by("new"))
+            .values(status="stored", claimed_by=None)
+        )
+    assert _row(world, x) == ("stored", 2, None)

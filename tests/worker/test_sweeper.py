@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.base import utcnow
 from shared.db.engine import make_engine, make_session_factory, transaction
 from shared.db.models import Decision, Failure, StoredMessage
-from shared.intake import IncomingMessage, store_messages
+from shared.intake import IncomingMessage, stale_ids, store_messages
 from shared.queueing import QUEUE_INTAKE, TaskSender
 from tests.conftest import make_settings
 from tests.e2e.mail import message
@@ -179,4 +179,25 @@ def test_a_draining_backlog_is_not_sent_again_but_abandoned_claims_are(
     _age(sessions, ids, seconds=600)
     sweep_once(sessions, sender, older_than=120, waiting=probe.waiting)
     assert {ids[0], ids[2]} <= set(_queued_ids(broker))
+    engine.dispose()
+
+
+def test_a_re_send_the_broker_refuses_is_tried_again_at_the_next_sweep_even_in_a_backlog(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The sweeper releases a dead task's claim before re-sending its row; when the broker does
+    not take the re-send, the row must not wait out BACKLOG_PATIENCE like a row that has a task
+    waiting somewhere: it is stale again at once."""
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    ids = _stale_rows(sessions, 1, processing=[0])
+    dead = TaskSender(make_settings(db_url, tmp_path, broker_url="redis://127.0.0.1:9/0"))
+    assert sweep_once(sessions, dead, older_than=60) == 0
+    with sessions() as s:
+        row = s.get(StoredMessage, ids[0])
+        assert row is not None and (row.status, row.claimed_by) == ("stored", None)
+        # Picked again by the next sweep, with tasks waiting or not.
+        assert ids[0] in stale_ids(
+            session=s, older_than_seconds=60 * BACKLOG_PATIENCE, statuses=("stored",)
+        )
     engine.dispose()

@@ -141,6 +141,13 @@ def claim(
     return out
 
 
+def held_by(owner: str | None) -> sa.ColumnElement[bool]:
+    """Rows in processing under this task's claim (an ownerless claim: tests, tools) — what a
+    task may give back; a row another task took over since is not its to release."""
+    held = _S.claimed_by.is_(None) if owner is None else _S.claimed_by == owner
+    return sa.and_(_S.status == "processing", held)
+
+
 def _free(
     owner: str | None, takeover: Iterable[str], stale_before: datetime | None
 ) -> sa.ColumnElement[bool]:

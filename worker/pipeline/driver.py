@@ -37,7 +37,7 @@ from shared.db.models import StoredMessage
 from shared.errors import TransientError
 from shared.rules import codes
 from shared.services.failures import fail_message
-from worker.pipeline.claim import MAX_ATTEMPTS, TIMEOUT, Claimed, claim
+from worker.pipeline.claim import MAX_ATTEMPTS, TIMEOUT, Claimed, claim, held_by
 from worker.pipeline.conversations import converse
 from worker.pipeline.decide import decide
 from worker.pipeline.finish import finish
@@ -244,7 +244,7 @@ def process_many(
     try:
         _run(batch, ids)
     except SoftTimeLimitExceeded:
-        _stopped_by_time_limit(batch, outcome)
+        _stopped_by_time_limit(batch, outcome, owner)
         return outcome
     _settle_failures(deps, batch.jobs)
     outcome.failed += [j.stored_id for j in batch.jobs if j.outcome == codes.FAILED]
@@ -310,7 +310,7 @@ def _hand_back(deps: Deps, logging_domain: str, claimed: Claimed, outcome: Outco
             outcome.failed += alone.failed
 
 
-def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
+def _stopped_by_time_limit(batch: Batch, outcome: Outcome, owner: str | None) -> None:
     """The soft time limit stopped the batch: the message at work is retried alone (or fails,
     after its last attempt alone); the others go back to the queue at once, this attempt not
     counted against them. Unknown culprit (a batch stage): all are retried alone."""
@@ -328,13 +328,13 @@ def _stopped_by_time_limit(batch: Batch, outcome: Outcome) -> None:
     with batch.deps.sessions() as session, session.begin():
         session.execute(
             sa.update(StoredMessage)
-            .where(StoredMessage.id.in_(suspects), StoredMessage.status == "processing")
+            .where(StoredMessage.id.in_(suspects), held_by(owner))
             .values(status="stored", last_stop=TIMEOUT, claimed_by=None)
         )
         if others:
             session.execute(
                 sa.update(StoredMessage)
-                .where(StoredMessage.id.in_(others), StoredMessage.status == "processing")
+                .where(StoredMessage.id.in_(others), held_by(owner))
                 .values(status="stored", attempts=StoredMessage.attempts - 1, claimed_by=None)
             )
         if give_up:
