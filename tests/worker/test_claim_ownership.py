@@ -42,6 +42,15 @@ def _claim(world: World, ids: list[int], owner: str | None, **kw: object) -> lis
         return [j.stored_id for j in claim(s, ids, owner=owner, **kw).jobs]  # type: ignore[arg-type]
 
 
+def _unrenewed_for(world: World, stored_id: int, seconds: float) -> None:
+    with transaction(world.sessions) as s:
+        s.execute(
+            sa.update(StoredMessage)
+            .where(StoredMessage.id == stored_id)
+            .values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
 def _row(world: World, stored_id: int) -> tuple[str, int, str | None]:
     with world.sessions() as s:
         row = s.get(StoredMessage, stored_id)
@@ -84,12 +93,7 @@ def test_a_task_told_to_take_over_a_dead_one_takes_its_rows(world: World) -> Non
 def test_a_stale_claim_is_taken_by_anyone(world: World) -> None:
     [x] = _store(world, 1)
     assert _claim(world, [x], "gone") == [x]
-    with transaction(world.sessions) as s:
-        s.execute(
-            sa.update(StoredMessage)
-            .where(StoredMessage.id == x)
-            .values(updated_at=utcnow() - timedelta(seconds=120))
-        )
+    _unrenewed_for(world, x, seconds=120)
     assert _claim(world, [x], "other", stale_before=utcnow() - timedelta(seconds=200)) == []
     assert _claim(world, [x], "other", stale_before=utcnow() - timedelta(seconds=60)) == [x]
     assert _row(world, x) == ("processing", 2, "other")
@@ -128,12 +132,7 @@ def test_a_task_gives_back_only_rows_it_still_holds(world: World) -> None:
 
     [x] = _store(world, 1)
     assert _claim(world, [x], "slow") == [x]
-    with transaction(world.sessions) as s:
-        s.execute(
-            sa.update(StoredMessage)
-            .where(StoredMessage.id == x)
-            .values(updated_at=utcnow() - timedelta(seconds=120))
-        )
+    _unrenewed_for(world, x, seconds=120)
     assert _claim(world, [x], "new", stale_before=utcnow() - timedelta(seconds=60)) == [x]
     with transaction(world.sessions) as s:
         for owner in ("slow", None):
